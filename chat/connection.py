@@ -1,0 +1,181 @@
+"""One client connection: the protocol core, the router and the producers, without sockets.
+
+The WebSocket adapter (:mod:`chat.websocket`, the only code that knows Autobahn) creates a
+:class:`ChatConnection` when a WebSocket opens, hands it every text message, and tells it when
+the connection is lost. Everything between — parsing, interaction bookkeeping, dispatch to
+routes, and the outbound producers — happens here and below, so it can be tested with a fake
+transport and a :class:`twisted.internet.task.Clock`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chat.producers.outbound import FlushScheduler, Outbound
+from chat.producers.stream import StreamProducer
+from chat.protocol import interactions as ev
+from chat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from chat.protocol.interactions import Interaction, Interactions, Kind
+from chat.service.chat import ChatService, Session
+from chat.service.router import FIRE, Router
+from chat.settings import Settings
+from chat.stores.interface import ILogStore
+
+LOGIN_HINT = 'log in first: send a "login" request with {"username": ...}'
+
+
+class Hub:
+    """What every connection of one server shares."""
+
+    def __init__(
+        self, service: ChatService, router: Router, settings: Settings, clock: IReactorTime
+    ) -> None:
+        self.service = service
+        self.router = router
+        self.settings = settings
+        self.clock = clock
+        self.scheduler = FlushScheduler(clock)
+        self.connections: set[ChatConnection] = set()
+
+
+class ChatConnection:
+    """The server side of one WebSocket connection."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        write: Callable[[bytes], None],
+        close: Callable[[CloseCode, str], None],
+        pause_reading: Callable[[], None] = lambda: None,
+        resume_reading: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.hub = hub
+        self.service = hub.service
+        self.store: ILogStore = hub.service.store
+        self.settings = hub.settings
+        self.clock = hub.clock
+        self.router = hub.router
+        self.close = close
+        self.session: Session | None = None
+        self.interactions = Interactions(max_open=hub.settings.max_interactions)
+        self.outbound = Outbound(
+            self.interactions, write, hub.scheduler, pause_reading, resume_reading
+        )
+        hub.connections.add(self)
+        self.service.connection_count += 1
+        self.lost = False
+
+    def login(self, username: str) -> Session:
+        self.session = self.service.login(username)
+        return self.session
+
+    def text_received(self, text: bytes | str) -> None:
+        """One WebSocket text message (UTF-8 already checked by the adapter)."""
+        event = self.interactions.receive(text)
+        match event:
+            case None:
+                pass
+            case ev.Opened(interaction, data):
+                self._opened(interaction, data)
+            case ev.Fired(route, data):
+                self._fired(route, data)
+            case ev.Refused(frame):
+                self.outbound.send(frame)
+            case ev.Cancelled(interaction):
+                self.outbound.cancel(interaction)
+            case ev.CreditGranted(interaction):
+                stream = self.outbound.stream_of(interaction)
+                if stream is not None:
+                    stream.credit_wakes()
+            case ev.ClientNext(interaction, data):
+                stream = self.outbound.stream_of(interaction)
+                if stream is not None:
+                    stream.receive(data)
+            case ev.ClientCompleted():
+                pass  # the client sends no more; our side of the channel goes on
+            case ev.CloseConnection(code, reason):
+                self.close(code, reason)
+
+    def _opened(self, interaction: Interaction, data: Any) -> None:
+        route = self.router.find(interaction.kind, interaction.route)
+        if route is None:
+            message = self.router.unknown_message(interaction.kind, interaction.route)
+            self._fail(interaction, ErrorCode.UNKNOWN_ROUTE, message)
+            return
+        if route.login and self.session is None:
+            self._fail(interaction, ErrorCode.UNAUTHENTICATED, LOGIN_HINT)
+            return
+        try:
+            if interaction.kind is Kind.REQUEST:
+                result = route.handler(self, data)
+            else:
+                self.outbound.attach(route.handler(self, interaction, data))
+                return
+        except ProtocolError as exc:
+            self._fail(interaction, exc.code, exc.message)
+            return
+        except Exception:
+            self.log.failure("route {route} failed", route=interaction.route)
+            self._fail(interaction, ErrorCode.INTERNAL, "the server failed to handle this")
+            return
+        if isinstance(result, Deferred):
+            result.addCallbacks(
+                lambda answer: self._respond(interaction, answer),
+                lambda failure: self._request_failed(interaction, failure),
+            )
+        else:
+            self._respond(interaction, result)
+
+    def _fired(self, route_name: str, data: Any) -> None:
+        route = self.router.find(FIRE, route_name)
+        if route is None or (route.login and self.session is None):
+            return  # a fire is never answered, not even with an error
+        try:
+            route.handler(self, data)
+        except ProtocolError:
+            pass
+        except Exception:
+            self.log.failure("fire {route} failed", route=route_name)
+
+    def _respond(self, interaction: Interaction, answer: Any) -> None:
+        frame = self.interactions.respond(interaction, answer)
+        if frame is not None:
+            self.outbound.send(frame)
+
+    def _fail(self, interaction: Interaction, code: ErrorCode, message: str) -> None:
+        frame = self.interactions.fail(interaction, code, message)
+        if frame is not None:
+            self.outbound.send(frame)
+
+    def _request_failed(self, interaction: Interaction, failure: Failure) -> None:
+        if failure.check(ProtocolError):
+            exc = failure.value
+            assert isinstance(exc, ProtocolError)
+            self._fail(interaction, exc.code, exc.message)
+        else:
+            self.log.failure("route {route} failed", failure, route=interaction.route)
+            self._fail(interaction, ErrorCode.INTERNAL, "the server failed to handle this")
+
+    def stream_failed(self, stream: StreamProducer, failure: Failure) -> None:
+        """A stream's asynchronous source failed: log it and end the stream."""
+        self.log.failure("stream {route} failed", failure, route=stream.interaction.route)
+        stream.fail(ErrorCode.INTERNAL, "the server failed to read the store")
+
+    def connection_lost(self) -> None:
+        """The WebSocket is closed: stop every stream and end the session."""
+        if self.lost:
+            return
+        self.lost = True
+        self.outbound.close()
+        self.hub.connections.discard(self)
+        self.service.connection_count -= 1
+        if self.session is not None:
+            self.service.logout(self.session)

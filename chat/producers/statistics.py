@@ -1,0 +1,89 @@
+"""The ``statistics`` channel: a ticker that sends a snapshot at once and then every period.
+
+Only the newest snapshot is ever held: a tick that finds the stream paused or without credit
+is skipped, not queued, so a client that stops reading costs one small dict at most. A client
+``next`` changes the ids and/or the period; the change sends a snapshot at once and restarts
+the period. Invalid changes end the interaction with ``invalid_data``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from chat.producers.stream import Outbound, StreamProducer
+from chat.protocol.errors import ProtocolError
+from chat.protocol.frames import encode_json
+from chat.protocol.interactions import Interaction
+
+
+@attrs.frozen
+class StatisticsOptions:
+    ids: tuple[str, ...]
+    period: float
+
+
+Snapshot = Callable[[Sequence[str]], dict[str, int]]
+ParseChange = Callable[[object, StatisticsOptions], StatisticsOptions]
+
+
+class StatisticsStream(StreamProducer):
+    """Sends ``snapshot(ids)`` now and every ``period`` seconds, as credit allows."""
+
+    def __init__(
+        self,
+        outbound: Outbound,
+        interaction: Interaction,
+        clock: IReactorTime,
+        snapshot: Snapshot,
+        options: StatisticsOptions,
+        parse_change: ParseChange,
+    ) -> None:
+        super().__init__(outbound, interaction)
+        self.clock = clock
+        self.snapshot = snapshot
+        self.options = options
+        self.parse_change = parse_change
+        self.ready_snapshot: bytes | None = None
+        self.timer: IDelayedCall | None = None
+
+    def start(self) -> None:
+        self._restart()
+
+    def receive(self, data: object) -> None:
+        try:
+            self.options = self.parse_change(data, self.options)
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.message)
+            return
+        self._restart()
+
+    def _restart(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.ready_snapshot = encode_json(self.snapshot(self.options.ids))
+        self.timer = self.clock.callLater(self.options.period, self._tick)
+        self.wake()
+
+    def _tick(self) -> None:
+        self.timer = self.clock.callLater(self.options.period, self._tick)
+        if not self.paused and self.allowance(1):
+            self.ready_snapshot = encode_json(self.snapshot(self.options.ids))
+            self.wake()
+
+    def produce(self, out: list[bytes], budget: int) -> int:
+        payload = self.ready_snapshot
+        if payload is None or self.paused or self.stopped or not self.allowance(1):
+            return 0
+        self.ready_snapshot = None
+        frame = self.frame_item(payload)
+        out.append(frame)
+        self.spend(1)
+        return len(frame)
+
+    def release(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None

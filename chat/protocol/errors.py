@@ -1,0 +1,65 @@
+"""Error codes and the exceptions that carry them.
+
+Hierarchy::
+
+    ProtocolError            an error that becomes an ``error`` frame: code + message
+    ├── BadFrame             the frame itself is malformed (code ``bad_frame``)
+    └── RouteError           raised by route handlers (any other code)
+
+``CloseCode`` lists the WebSocket close codes the server uses, with the reason each stands for.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every ``error.code`` PROTOCOL.md defines; no others are ever sent."""
+
+    BAD_FRAME = "bad_frame"
+    DUPLICATE_ID = "duplicate_id"
+    UNKNOWN_ROUTE = "unknown_route"
+    UNAUTHENTICATED = "unauthenticated"
+    INVALID_DATA = "invalid_data"
+    USERNAME_TAKEN = "username_taken"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes (RFC 6455 section 7.4.1) and when this server sends them."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # server shutting down
+    UNSUPPORTED_DATA = 1003  # a binary message
+    INVALID_PAYLOAD = 1007  # invalid UTF-8 (Autobahn detects it)
+    POLICY_VIOLATION = 1008  # too many bad frames in a row
+    MESSAGE_TOO_BIG = 1009  # a frame over --max-frame-size (Autobahn detects it)
+    INTERNAL_ERROR = 1011
+
+
+class ProtocolError(Exception):
+    """An error to report to the client as ``{"type":"error","id":…,"error":{code,message}}``."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class BadFrame(ProtocolError):
+    """A frame that is not JSON, not an object, or has an unknown type or ill-typed fields.
+
+    ``frame_id`` is the frame's ``id`` when it had a usable one, so the error can name it.
+    """
+
+    def __init__(self, message: str, frame_id: int | None = None) -> None:
+        super().__init__(ErrorCode.BAD_FRAME, message)
+        self.frame_id = frame_id
+
+
+class RouteError(ProtocolError):
+    """Raised by a route handler to answer its interaction with an ``error`` frame."""

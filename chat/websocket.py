@@ -1,0 +1,184 @@
+"""The WebSocket adapter: the ONLY module of the project that imports Autobahn.
+
+Server side, :class:`ServerProtocol` binds one Autobahn connection to one
+:class:`~chat.connection.ChatConnection`: it negotiates the ``chat.v1.json`` subprotocol (or
+none), swaps HTTPChannel's producer for the connection's :class:`~chat.producers.outbound.
+Outbound`, hands text messages in, closes on binary ones, and reports the close. Autobahn
+enforces the frame size limit (close 1009) and UTF-8 validity (close 1007) itself.
+
+Frames going out do not pass through Autobahn's ``sendMessage``: the producers frame
+pre-encoded items themselves (:mod:`chat.protocol.wsframe`) and write many frames at once.
+
+Client side, :func:`connect` opens a connection for the Python client library
+(:mod:`chat.client`), which thereby never needs Autobahn itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+    connectWS,
+)
+from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.web.resource import IResource
+
+from chat.connection import ChatConnection, Hub
+from chat.protocol.errors import CloseCode
+
+SUBPROTOCOL: Final = "chat.v1.json"
+CLOSE_TIMEOUT: Final = 5  # seconds; Autobahn rounds its timers down to whole seconds
+
+
+class ServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+    """One client connection, as Autobahn sees it."""
+
+    factory: ServerFactory
+    connection: ChatConnection | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:  # noqa: N802
+        return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+
+    def onOpen(self) -> None:  # noqa: N802
+        transport = self.transport
+        # Behind WebSocketResource, HTTPChannel is still the transport's producer.
+        transport.unregisterProducer()
+        self.connection = ChatConnection(
+            self.factory.hub,
+            transport.write,
+            self.close_with,
+            transport.pauseProducing,
+            transport.resumeProducing,
+        )
+        transport.registerProducer(self.connection.outbound, True)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        if self.connection is None:
+            return
+        if isBinary:
+            self.close_with(
+                CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted; send JSON text"
+            )
+            return
+        self.connection.text_received(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+        if self.connection is not None:
+            self.connection.connection_lost()
+            if self.transport is not None:
+                self.transport.unregisterProducer()
+
+    def close_with(self, code: CloseCode, reason: str) -> None:
+        """Close with any code; ``sendClose`` refuses codes other than 1000 and 3000-4999."""
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=int(code), reasonUtf8=reason.encode()[:123], isReply=False)
+
+
+class ServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+    protocol = ServerProtocol
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__()
+        self.hub = hub
+        size = hub.settings.max_frame_size
+        self.setProtocolOptions(
+            maxFramePayloadSize=size,
+            maxMessagePayloadSize=size,
+            autoFragmentSize=0,
+            failByDrop=False,  # let clients see 1007/1009 close frames
+            closeHandshakeTimeout=CLOSE_TIMEOUT,
+        )
+
+
+def websocket_resource(hub: Hub) -> IResource:
+    """The ``/ws`` resource of the site."""
+    factory = ServerFactory(hub)
+    factory.startFactory()
+    resource: IResource = WebSocketResource(factory)
+    return resource
+
+
+# Client side
+
+
+class ClientLink:
+    """An open client connection: send text frames, close, and see the transport."""
+
+    def __init__(self, protocol: ClientProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def transport(self) -> Any:
+        return self._protocol.transport
+
+    def send(self, text: bytes) -> None:
+        self._protocol.sendMessage(text, isBinary=False)
+
+    def send_binary(self, data: bytes) -> None:
+        self._protocol.sendMessage(data, isBinary=True)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self._protocol.sendClose(code, reason or None)
+
+
+class ClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+    factory: ClientFactory
+
+    def onOpen(self) -> None:  # noqa: N802
+        self.factory.opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+        if not isBinary:
+            self.factory.on_text(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+        self.factory.closed(code, reason or "")
+
+
+class ClientFactory(WebSocketClientFactory):  # type: ignore[misc]
+    protocol = ClientProtocol
+
+    def __init__(
+        self,
+        url: str,
+        on_text: Callable[[bytes], None],
+        on_close: Callable[[int | None, str], None],
+    ) -> None:
+        super().__init__(url, protocols=[SUBPROTOCOL])
+        self.setProtocolOptions(autoFragmentSize=0, closeHandshakeTimeout=CLOSE_TIMEOUT)
+        self.on_text = on_text
+        self.on_close = on_close
+        self.ready: Deferred[ClientLink] = Deferred()
+
+    def opened(self, protocol: ClientProtocol) -> None:
+        if not self.ready.called:
+            self.ready.callback(ClientLink(protocol))
+
+    def closed(self, code: int | None, reason: str) -> None:
+        if not self.ready.called:
+            self.ready.errback(ConnectionError(f"could not open {self.url}: {reason or code}"))
+        else:
+            self.on_close(code, reason)
+
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
+        if not self.ready.called:
+            self.ready.errback(reason)
+
+
+def connect(
+    url: str,
+    on_text: Callable[[bytes], None],
+    on_close: Callable[[int | None, str], None],
+    timeout: float = 10,
+) -> Deferred[ClientLink]:
+    """Open a client WebSocket to ``url``; fires with a :class:`ClientLink` once open."""
+    factory = ClientFactory(url, on_text, on_close)
+    connectWS(factory, timeout=timeout)
+    return factory.ready
