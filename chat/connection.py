@@ -56,8 +56,10 @@ class ChatConnection:
         close: Callable[[CloseCode, str], None],
         pause_reading: Callable[[], None] = lambda: None,
         resume_reading: Callable[[], None] = lambda: None,
+        transport: Any = None,
     ) -> None:
         self.hub = hub
+        self.transport = transport  # the transport beneath, for diagnostics only
         self.service = hub.service
         self.store: ILogStore = hub.service.store
         self.settings = hub.settings

@@ -64,7 +64,7 @@ class Options(usage.Options):
         e.g. tcp:8080:interface=127.0.0.1 or ssl:8443:privateKey=key.pem:certKey=cert.pem."""
         self["listen"].append(endpoint)
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         if self["store"] != "memory":
             raise usage.UsageError(f"unknown store {self['store']!r}; available: memory")
 
@@ -79,7 +79,7 @@ class Options(usage.Options):
         )
 
 
-def makeService(options: Options) -> Any:  # noqa: N802 (the name twistd looks up)
+def makeService(options: Options) -> Any:
     from chat.server import make_service
 
     return make_service(options.settings())

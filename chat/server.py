@@ -52,7 +52,7 @@ class ChatServerService(MultiService):
             endpoint = serverFromString(reactor, description)
             StreamServerEndpointService(endpoint, site).setServiceParent(self)
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         result = super().stopService()
         self.hub.service.store.close()
         return result

@@ -37,17 +37,17 @@ SUBPROTOCOL: Final = "chat.v1.json"
 CLOSE_TIMEOUT: Final = 5  # seconds; Autobahn rounds its timers down to whole seconds
 
 
-class ServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class ServerProtocol(WebSocketServerProtocol):
     """One client connection, as Autobahn sees it."""
 
     factory: ServerFactory
     connection: ChatConnection | None = None
 
-    def onConnect(self, request: ConnectionRequest) -> str | None:  # noqa: N802
+    def onConnect(self, request: ConnectionRequest) -> str | None:
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
-    def onOpen(self) -> None:  # noqa: N802
-        transport = self.transport
+    def onOpen(self) -> None:
+        transport: Any = self.transport  # TCP or TLS: a consumer and a producer too
         # Behind WebSocketResource, HTTPChannel is still the transport's producer.
         transport.unregisterProducer()
         self.connection = ChatConnection(
@@ -56,10 +56,11 @@ class ServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             self.close_with,
             transport.pauseProducing,
             transport.resumeProducing,
+            transport,
         )
         transport.registerProducer(self.connection.outbound, True)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.connection is None:
             return
         if isBinary:
@@ -69,11 +70,12 @@ class ServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             return
         self.connection.text_received(payload)
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.connection is not None:
             self.connection.connection_lost()
-            if self.transport is not None:
-                self.transport.unregisterProducer()
+            transport: Any = self.transport
+            if transport is not None:
+                transport.unregisterProducer()
 
     def close_with(self, code: CloseCode, reason: str) -> None:
         """Close with any code; ``sendClose`` refuses codes other than 1000 and 3000-4999."""
@@ -81,8 +83,8 @@ class ServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             self.sendCloseFrame(code=int(code), reasonUtf8=reason.encode()[:123], isReply=False)
 
 
-class ServerFactory(WebSocketServerFactory):  # type: ignore[misc]
-    protocol = ServerProtocol
+class ServerFactory(WebSocketServerFactory):
+    protocol = ServerProtocol  # type: ignore[assignment]
 
     def __init__(self, hub: Hub) -> None:
         super().__init__()
@@ -128,22 +130,22 @@ class ClientLink:
         self._protocol.sendClose(code, reason or None)
 
 
-class ClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+class ClientProtocol(WebSocketClientProtocol):
     factory: ClientFactory
 
-    def onOpen(self) -> None:  # noqa: N802
+    def onOpen(self) -> None:
         self.factory.opened(self)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not isBinary:
             self.factory.on_text(payload)
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.closed(code, reason or "")
 
 
-class ClientFactory(WebSocketClientFactory):  # type: ignore[misc]
-    protocol = ClientProtocol
+class ClientFactory(WebSocketClientFactory):
+    protocol = ClientProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -167,7 +169,7 @@ class ClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         else:
             self.on_close(code, reason)
 
-    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
+    def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
         if not self.ready.called:
             self.ready.errback(reason)
 

@@ -123,11 +123,8 @@ class FeedStream(StreamProducer):
         if cursor is None:
             cursor = self.cursors[channel] = Cursor(self, channel_log(channel), channel)
             since = self.since.pop(channel, None)
-            if since is None:
-                start = join_seq
-            else:
-                start = min(since, self.store.last_seq(cursor.log)) + 1
-            cursor.open_segment(start)
+            last = self.store.last_seq(cursor.log)
+            cursor.open_segment(join_seq if since is None else min(since, last) + 1)
         elif not cursor.following():
             cursor.open_segment(join_seq)
 

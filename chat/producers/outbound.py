@@ -81,7 +81,7 @@ class Outbound:
 
     # IPushProducer, called by the transport
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         if self.paused:
             return
         self.paused = True
@@ -90,7 +90,7 @@ class Outbound:
             stream.pauseProducing()
         self.pause_reading()
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         if not self.paused or self.closed:
             return
         self.paused = False
@@ -99,7 +99,7 @@ class Outbound:
             stream.resumeProducing()
         self.scheduler.schedule(self)
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self.close()
 
     # Streams

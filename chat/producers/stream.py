@@ -48,14 +48,14 @@ class StreamProducer:
 
     # IPushProducer
 
-    def pauseProducing(self) -> None:  # noqa: N802 (Twisted's interface names)
+    def pauseProducing(self) -> None:
         self.paused = True
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.paused = False
         self.wake()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         if not self.stopped:
             self.stopped = True
             self.release()
@@ -103,9 +103,7 @@ class StreamProducer:
     def frame_item(self, payload: bytes) -> bytes:
         """A ``next`` frame of this interaction carrying an item that is already JSON."""
         prefix = self.interaction.prefix
-        return b"".join(
-            (text_frame_header(len(prefix) + len(payload) + 1), prefix, payload, b"}")
-        )
+        return b"".join((text_frame_header(len(prefix) + len(payload) + 1), prefix, payload, b"}"))
 
     def finish(self) -> None:
         """End the stream with ``complete``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from chat.protocol.errors import BadFrame, ErrorCode
 
@@ -82,13 +82,13 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _usable_id(value: object) -> int | None:
-    if _is_int(value) and 0 < value <= MAX_ID:  # type: ignore[operator]
-        return value  # type: ignore[return-value]
+    if _is_int(value) and 0 < value <= MAX_ID:
+        return value
     return None
 
 
@@ -133,7 +133,7 @@ def _credit(obj: dict[str, Any], frame_id: int) -> int | None:
     credit = obj["credit"]
     if not _is_int(credit) or credit <= 0:
         raise BadFrame(f'"credit" must be a positive integer, got {credit!r:.40}', frame_id)
-    return min(credit, MAX_CREDIT)  # type: ignore[no-any-return]
+    return min(credit, MAX_CREDIT)
 
 
 def _parse_request(obj: dict[str, Any], frame_id: int) -> ClientFrame:

@@ -6,7 +6,7 @@ Pure functions over decoded JSON; the order of checks follows PROTOCOL.md ("Rule
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from chat.protocol.errors import ErrorCode, RouteError
 
@@ -18,7 +18,7 @@ def invalid(message: str) -> RouteError:
     return RouteError(ErrorCode.INVALID_DATA, message)
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -61,9 +61,7 @@ def content(data: dict[str, Any], max_length: int) -> str:
     return value
 
 
-def optional_int(
-    data: dict[str, Any], key: str, low: int, high: int | None = None
-) -> int | None:
+def optional_int(data: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
     value = data.get(key)
     if value is None:
         return None

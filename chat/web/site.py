@@ -23,4 +23,3 @@ def make_site(hub: Hub) -> Site:
     site = Site(root)
     site.displayTracebacks = False
     return site
-

@@ -1,0 +1,110 @@
+"""The twistd plugin as users run it: options, start, serve, stop; the wheel's layout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import twistd_path, twistd_server
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT.parent / "shared" / "tools" / "contract_smoke.py"
+
+
+def run_twistd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [twistd_path(), "-n", "--pidfile=", "chat", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_help_documents_the_options() -> None:
+    result = run_twistd("--help")
+    assert result.returncode == 0
+    for option in [
+        "--listen=",
+        "--store=",
+        "--max-frame-size=",
+        "--max-content-length=",
+        "--retention=",
+        "--max-interactions=",
+    ]:
+        assert option in result.stdout
+
+
+def test_unknown_store_is_a_clear_usage_error() -> None:
+    result = run_twistd("--store", "floppy")
+    assert result.returncode != 0
+    assert "unknown store 'floppy'" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_sigterm_stops_the_server_cleanly() -> None:
+    with twistd_server() as (proc, port):
+        # A served page shows the reactor runs (and so has its signal handlers).
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200
+        os.killpg(proc.pid, signal.SIGTERM)
+        # Twisted re-raises the signal after a clean shutdown, so the status is -SIGTERM.
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+        assert proc.stdout is not None
+        log = proc.stdout.read().decode()
+        assert "Server Shut Down." in log
+        assert "Traceback" not in log
+
+
+def test_several_listen_endpoints() -> None:
+    from tests.helpers import free_port
+
+    extra = free_port()
+    with twistd_server("--listen", f"tcp:{extra}:interface=127.0.0.1") as (_proc, port):
+        import socket
+
+        for p in (port, extra):
+            socket.create_connection(("127.0.0.1", p), timeout=5).close()
+
+
+@pytest.mark.skipif(
+    not SMOKE.exists(), reason="../shared/tools/contract_smoke.py not beside the repo"
+)
+def test_contract_smoke_tool_passes() -> None:
+    env = {**os.environ, "PATH": f"{Path(twistd_path()).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, str(SMOKE), "--start"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("0 failed")
+
+
+def test_wheel_installs_the_drop_in_into_twisted_plugins(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "twisted/plugins/chat_plugin.py" in names
+    assert "twisted/plugins/__init__.py" not in names  # never shadow Twisted's own package
+    assert "twisted/__init__.py" not in names
+    assert "chat/web/static/index.html" in names
