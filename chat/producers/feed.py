@@ -23,7 +23,7 @@ from chat.protocol.interactions import Interaction
 from chat.stores.interface import ILogStore, LogItem, channel_log, inbox_log
 
 INBOX_KEY = "@"
-READ_BATCH = 512
+READ_BATCH = 64  # items per read: bounds how far one read overshoots the byte budget
 
 
 class Cursor:
@@ -162,55 +162,57 @@ class FeedStream(StreamProducer):
         size = count = 0
         segments = cursor.segments
         store = self.store
+        log = cursor.log
         while segments and count < allowed and size < budget:
             end = segments[0][1]
-            if end is not None and cursor.position > end:
+            position = cursor.position
+            if end is not None and position > end:
                 segments.popleft()
                 if segments:
-                    cursor.position = max(cursor.position, segments[0][0] or 0)
+                    cursor.position = max(position, segments[0][0] or 0)
                 continue
-            first = store.first_seq(cursor.log)
-            if cursor.position < first:
+            want = allowed - count
+            if end is not None:
+                want = min(want, end - position + 1)
+            items = cursor.take_loaded() if cursor.loaded is not None else None
+            if items is None:
+                items = store.cached(log, position - 1, want)
+                if items is None:
+                    cursor.load(want)
+                    return size, count, False  # the load wakes the cursor
+            if not items:
+                return size, count, False  # caught up
+            first = items[0].seq
+            if first > position:  # retention removed what this cursor still wanted
                 last_missing = first - 1 if end is None else min(first - 1, end)
-                frame = self.frame_item(cursor.gap_item(cursor.position, last_missing))
+                frame = self.frame_item(cursor.gap_item(position, last_missing))
                 out.append(frame)
                 size += len(frame)
                 count += 1
                 cursor.position = last_missing + 1
                 continue
-            want = allowed - count
-            if end is not None:
-                want = min(want, end - cursor.position + 1)
-            items = cursor.take_loaded()
-            if items is None:
-                items = store.cached(cursor.log, cursor.position - 1, want)
-            if items is None:
-                cursor.load(want)
-                return size, count, False  # the load wakes the cursor
-            if not items:
-                break
-            added, sent = self._frame_items(items[:want], out, budget - size)
-            size += added
-            count += sent
-            cursor.position = items[sent - 1].seq + 1
+            chunk = self._framed(log, items)
+            out.append(chunk)
+            size += len(chunk)
+            count += len(items)
+            cursor.position = items[-1].seq + 1
+            if len(items) < want and end is None:
+                return size, count, False  # caught up
         if not segments:
             cursor.stop_listening()
             return size, count, False
-        return size, count, cursor.position <= store.last_seq(cursor.log)
+        return size, count, cursor.position <= store.last_seq(log)
 
-    def _frame_items(
-        self, items: Sequence[LogItem], out: list[bytes], budget: int
-    ) -> tuple[int, int]:
-        frame_item = self.frame_item
-        size = count = 0
-        for item in items:
-            frame = frame_item(item.payload)
-            out.append(frame)
-            size += len(frame)
-            count += 1
-            if size >= budget:
-                break
-        return size, count
+    def _framed(self, log: str, items: Sequence[LogItem]) -> bytes:
+        """The ``next`` frames of ``items`` for this interaction, joined; shared per flush."""
+        prefix = self.interaction.prefix
+        key = (log, items[0].seq, items[-1].seq, prefix)
+        frames = self.outbound.frames
+        chunk = frames.get(key)
+        if chunk is None:
+            frame_item = self.frame_item
+            chunk = frames[key] = b"".join([frame_item(item.payload) for item in items])
+        return chunk
 
     def release(self) -> None:
         self.inbox.stop_listening()

@@ -34,12 +34,17 @@ class FlushScheduler:
 
     Everything that arrives in one turn (many messages read from many sockets) is written in
     the next, so a connection gets one write carrying all its new frames.
+
+    ``frames`` caches, for the length of one run, the framed bytes of a run of log items for
+    one interaction id: subscribers at the same position with the same feed id (the common
+    case in a fan-out) share one joined chunk instead of framing every item again.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.dirty: dict[Outbound, None] = {}
         self.scheduled = False
+        self.frames: dict[tuple[str, int, int, bytes], bytes] = {}
 
     def schedule(self, outbound: Outbound) -> None:
         self.dirty[outbound] = None
@@ -50,8 +55,11 @@ class FlushScheduler:
     def run(self) -> None:
         self.scheduled = False
         dirty, self.dirty = self.dirty, {}
-        for outbound in dirty:
-            outbound.flush()
+        try:
+            for outbound in dirty:
+                outbound.flush()
+        finally:
+            self.frames.clear()
 
 
 @implementer(IPushProducer)
@@ -69,6 +77,7 @@ class Outbound:
         self.interactions = interactions
         self.write = write
         self.scheduler = scheduler
+        self.frames = scheduler.frames
         self.pause_reading = pause_reading
         self.resume_reading = resume_reading
         self.streams: dict[int, StreamProducer] = {}

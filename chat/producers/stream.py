@@ -23,6 +23,8 @@ from chat.protocol.wsframe import text_frame_header
 class Outbound(Protocol):
     """What a stream needs from its connection (see :class:`chat.producers.outbound`)."""
 
+    frames: dict[tuple[str, int, int, bytes], bytes]  # framed item runs, shared per flush
+
     def ready(self, stream: StreamProducer) -> None: ...
 
     def finish(self, stream: StreamProducer) -> None: ...

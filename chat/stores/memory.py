@@ -48,8 +48,11 @@ class RingLog:
         self.last = item.seq
 
     def after(self, after: int, limit: int) -> list[LogItem]:
-        start = max(after + 1, self.first)
-        stop = min(self.last, start + limit - 1)
+        last = self.last
+        start = after + 1
+        if start <= last - self.capacity:
+            start = last - self.capacity + 1  # the oldest retained
+        stop = min(last, start + limit - 1)
         if stop < start:
             return []
         cap = self.capacity
