@@ -13,16 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chat.producers.outbound import FlushScheduler, Outbound
 from chat.producers.stream import StreamProducer
 from chat.protocol import interactions as ev
-from chat.protocol.errors import CloseCode, ErrorCode, ProtocolError
+from chat.protocol.errors import CloseCode, ErrorCode, ProtocolError, RouteError
 from chat.protocol.interactions import Interaction, Interactions, Kind
 from chat.service.chat import ChatService, Session
+from chat.service.ratelimit import TokenBucket
 from chat.service.router import FIRE, Router
 from chat.settings import Settings
 from chat.stores.interface import ILogStore
@@ -43,6 +44,16 @@ class Hub:
         self.scheduler = FlushScheduler(clock)
         self.connections: set[ChatConnection] = set()
 
+    def connections_from(self, peer: str) -> int:
+        """Open connections from the address of ``peer`` (Autobahn's "tcp:HOST:PORT")."""
+        host = peer_host(peer)
+        return sum(1 for connection in self.connections if peer_host(connection.peer) == host)
+
+
+def peer_host(peer: str) -> str:
+    """The address part of a peer description such as ``tcp:127.0.0.1:5000``."""
+    return peer.rsplit(":", 1)[0]
+
 
 class ChatConnection:
     """The server side of one WebSocket connection."""
@@ -57,9 +68,11 @@ class ChatConnection:
         pause_reading: Callable[[], None] = lambda: None,
         resume_reading: Callable[[], None] = lambda: None,
         transport: Any = None,
+        peer: str = "",
     ) -> None:
         self.hub = hub
         self.transport = transport  # the transport beneath, for diagnostics only
+        self.peer = peer
         self.service = hub.service
         self.store: ILogStore = hub.service.store
         self.settings = hub.settings
@@ -74,10 +87,37 @@ class ChatConnection:
         hub.connections.add(self)
         self.service.connection_count += 1
         self.lost = False
+        settings = hub.settings
+        self.message_bucket = (
+            TokenBucket(settings.message_rate, settings.message_burst, self.clock.seconds())
+            if settings.message_rate > 0
+            else None
+        )
+        self.login_timer: IDelayedCall | None = None
+        if settings.login_timeout > 0:
+            self.login_timer = self.clock.callLater(settings.login_timeout, self._login_too_late)
 
     def login(self, username: str) -> Session:
         self.session = self.service.login(username)
+        if self.login_timer is not None and self.login_timer.active():
+            self.login_timer.cancel()
         return self.session
+
+    def _login_too_late(self) -> None:
+        self.login_timer = None
+        if self.session is None and not self.lost:
+            seconds = self.settings.login_timeout
+            self.close(CloseCode.POLICY_VIOLATION, f"no login within {seconds:g} s")
+
+    def spend_message_token(self) -> None:
+        """Charge one ``message`` to this connection's rate limit, or refuse it."""
+        bucket = self.message_bucket
+        if bucket is not None and not bucket.take(self.clock.seconds()):
+            raise RouteError(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.settings.message_rate:g} messages per second; "
+                f"retry in {bucket.retry_after():.3f} s",
+            )
 
     def text_received(self, text: bytes | str) -> None:
         """One WebSocket text message (UTF-8 already checked by the adapter)."""
@@ -176,6 +216,8 @@ class ChatConnection:
         if self.lost:
             return
         self.lost = True
+        if self.login_timer is not None and self.login_timer.active():
+            self.login_timer.cancel()
         self.outbound.close()
         self.hub.connections.discard(self)
         self.service.connection_count -= 1

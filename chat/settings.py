@@ -17,3 +17,11 @@ class Settings:
     max_frame_size: int = 64 * 1024  # bytes; a bigger frame closes the connection with 1009
     max_content_length: int = 4096  # code points of a message's content
     max_interactions: int = DEFAULT_MAX_OPEN  # open interactions per connection
+    # Limits of issue 8; 0 disables a limit.
+    message_rate: float = 20_000.0  # `message` requests per second per connection (token bucket)
+    message_burst: int = 50_000  # bucket size: messages one connection may send at once
+    max_channels_per_user: int = 128
+    max_connections_per_ip: int = 0  # off unless configured
+    login_timeout: float = 10.0  # seconds a connection may stay without logging in
+    ping_interval: int = 20  # seconds between WebSocket pings (Autobahn: whole seconds)
+    ping_timeout: int = 10  # seconds to wait for the pong before closing

@@ -26,7 +26,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
     connectWS,
 )
-from autobahn.websocket.types import ConnectionRequest
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.web.resource import IResource
 
@@ -44,6 +44,11 @@ class ServerProtocol(WebSocketServerProtocol):
     connection: ChatConnection | None = None
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
+        most = self.factory.hub.settings.max_connections_per_ip
+        if most and self.factory.hub.connections_from(request.peer) >= most:
+            raise ConnectionDeny(
+                ConnectionDeny.SERVICE_UNAVAILABLE, f"at most {most} connections per address"
+            )
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
@@ -57,6 +62,7 @@ class ServerProtocol(WebSocketServerProtocol):
             transport.pauseProducing,
             transport.resumeProducing,
             transport,
+            self.peer or "",
         )
         transport.registerProducer(self.connection.outbound, True)
 
@@ -96,6 +102,8 @@ class ServerFactory(WebSocketServerFactory):
             autoFragmentSize=0,
             failByDrop=False,  # let clients see 1007/1009 close frames
             closeHandshakeTimeout=CLOSE_TIMEOUT,
+            autoPingInterval=hub.settings.ping_interval,
+            autoPingTimeout=hub.settings.ping_timeout,
         )
 
 

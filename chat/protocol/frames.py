@@ -183,11 +183,20 @@ _PARSERS = {
 }
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def encode_json(value: JSON) -> bytes:
-    """Compact UTF-8 JSON, the encoding of every byte this server sends."""
-    return _dumps(value).encode()
+    """Compact UTF-8 JSON, the encoding of every byte this server sends.
+
+    A lone surrogate (which JSON escapes like ``"\ud800"`` can smuggle into a string) has no
+    UTF-8 form; such a value is sent ASCII-escaped instead, which is still valid JSON.
+    """
+    text = _dumps(value)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _dumps_ascii(value).encode()
 
 
 def encode_response(frame_id: int, data: JSON) -> bytes:

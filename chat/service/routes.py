@@ -13,6 +13,7 @@ from chat.producers.feed import INBOX_KEY, FeedStream
 from chat.producers.listing import ListStream
 from chat.producers.statistics import StatisticsOptions, StatisticsStream
 from chat.producers.stream import StreamProducer
+from chat.protocol.errors import ErrorCode, RouteError
 from chat.protocol.frames import encode_json
 from chat.protocol.interactions import Interaction
 from chat.service import validation as v
@@ -49,6 +50,7 @@ def login(ctx: ChatConnection, data: object) -> dict[str, Any]:
 
 @router.request("message")
 def message(ctx: ChatConnection, data: object) -> Any:
+    ctx.spend_message_token()
     fields = v.obj(data, "message")
     to_channel = fields.get("channel") is not None
     to_user = fields.get("user") is not None
@@ -66,7 +68,13 @@ def message(ctx: ChatConnection, data: object) -> Any:
 @router.request("channel.join")
 def channel_join(ctx: ChatConnection, data: object) -> Any:
     channel = v.name(v.obj(data, "channel.join"), "channel")
-    return ctx.service.join(_session(ctx), channel)
+    session = _session(ctx)
+    most = ctx.settings.max_channels_per_user
+    if most and channel not in session.channels and len(session.channels) >= most:
+        raise RouteError(
+            ErrorCode.FORBIDDEN, f"at most {most} channels per user; leave one to join another"
+        )
+    return ctx.service.join(session, channel)
 
 
 @router.request("channel.leave")

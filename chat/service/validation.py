@@ -58,6 +58,12 @@ def content(data: dict[str, Any], max_length: int) -> str:
         raise invalid('"content" must not be empty')
     if len(value) > max_length:
         raise invalid(f'"content" is {len(value)} characters; at most {max_length} are allowed')
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise invalid(
+            f'"content" holds a lone surrogate at character {exc.start}, which is not Unicode text'
+        ) from None
     return value
 
 

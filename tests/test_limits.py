@@ -1,0 +1,109 @@
+"""Each limit refuses with its documented error or close code, and is configurable."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+
+from chat.client import ChatError, connect
+from chat.settings import Settings
+from tests.conftest import start_server, stop_server
+from tests.helpers import within
+
+ensure = pytest_twisted.ensureDeferred
+
+
+@ensure
+async def test_message_rate_limit_refuses_with_rate_limited() -> None:
+    server = await start_server(Settings(message_rate=0.001, message_burst=3))
+    client = await within(connect(server.url))
+    try:
+        await within(client.login("alice"))
+        await within(client.join("general"))
+        for _ in range(3):
+            await within(client.send("general", "ok"))
+        with pytest.raises(ChatError) as info:
+            await within(client.send("general", "one too many"))
+        assert info.value.code == "rate_limited" and "per second" in info.value.message
+        assert (await within(client.join("other")))["channel"] == "other"  # still usable
+    finally:
+        await within(client.close())
+        await stop_server(server)
+
+
+@ensure
+async def test_channels_per_user_limit_refuses_with_forbidden() -> None:
+    server = await start_server(Settings(max_channels_per_user=2))
+    client = await within(connect(server.url))
+    try:
+        await within(client.login("alice"))
+        await within(client.join("a"))
+        await within(client.join("b"))
+        with pytest.raises(ChatError) as info:
+            await within(client.join("c"))
+        assert info.value.code == "forbidden" and "at most 2 channels" in info.value.message
+        await within(client.join("a"))  # already a member: still fine
+        await within(client.leave("b"))
+        await within(client.join("c"))
+    finally:
+        await within(client.close())
+        await stop_server(server)
+
+
+@ensure
+async def test_no_login_in_time_closes_with_1008() -> None:
+    server = await start_server(Settings(login_timeout=0.2))
+    client = await within(connect(server.url))
+    try:
+        code, reason = await within(client.closed)
+        assert code == 1008 and "login" in reason
+    finally:
+        await stop_server(server)
+
+
+@ensure
+async def test_login_in_time_keeps_the_connection() -> None:
+    server = await start_server(Settings(login_timeout=0.3))
+    client = await within(connect(server.url))
+    try:
+        await within(client.login("alice"))
+        timer = next(iter(server.hub.connections)).login_timer
+        assert timer is not None and not timer.active()
+        assert not client.closed.called
+    finally:
+        await within(client.close())
+        await stop_server(server)
+
+
+@ensure
+async def test_connections_per_address_limit_refuses_the_handshake() -> None:
+    server = await start_server(Settings(max_connections_per_ip=2))
+    clients = [await within(connect(server.url)) for _ in range(2)]
+    try:
+        with pytest.raises(ConnectionError):
+            await within(connect(server.url))
+    finally:
+        for client in clients:
+            await within(client.close())
+        await stop_server(server)
+
+
+@ensure
+async def test_a_peer_that_stops_answering_pings_is_closed_and_leaves() -> None:
+    server = await start_server(Settings(ping_interval=1, ping_timeout=1))
+    watcher = await within(connect(server.url))
+    silent = await within(connect(server.url))
+    try:
+        await within(watcher.login("watcher"))
+        feed = watcher.messages()
+        await within(watcher.join("room"))
+        await within(silent.login("silent"))
+        await within(silent.join("room"))
+        silent.transport.pauseProducing()  # reads nothing more, so answers no ping
+        items = [await within(feed.next()) for _ in range(3)]
+        assert items[-1]["kind"] == "leave" and items[-1]["from"] == "silent"
+        assert await within(watcher.users("room")) == ["watcher"]
+    finally:
+        silent.transport.resumeProducing()
+        await within(watcher.close())
+        await stop_server(server)
