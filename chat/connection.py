@@ -9,6 +9,7 @@ transport and a :class:`twisted.internet.task.Clock`.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,11 @@ class Hub:
         self.clock = clock
         self.scheduler = FlushScheduler(clock)
         self.connections: set[ChatConnection] = set()
+        self.errors: Counter[str] = Counter()  # error frames sent, by code
+        self.closes: Counter[int] = Counter()  # connections closed, by WebSocket close code
+
+    def count_error(self, code: ErrorCode) -> None:
+        self.errors[code.value] += 1
 
     def connections_from(self, peer: str) -> int:
         """Open connections from the address of ``peer`` (Autobahn's "tcp:HOST:PORT")."""
@@ -80,7 +86,9 @@ class ChatConnection:
         self.router = hub.router
         self.close = close
         self.session: Session | None = None
-        self.interactions = Interactions(max_open=hub.settings.max_interactions)
+        self.interactions = Interactions(
+            max_open=hub.settings.max_interactions, on_error=hub.count_error
+        )
         self.outbound = Outbound(
             self.interactions, write, hub.scheduler, pause_reading, resume_reading
         )

@@ -77,6 +77,7 @@ class ServerProtocol(WebSocketServerProtocol):
         self.connection.text_received(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.hub.closes[code if code is not None else 1006] += 1
         if self.connection is not None:
             self.connection.connection_lost()
             transport: Any = self.transport

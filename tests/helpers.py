@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -47,9 +48,18 @@ def twistd_path() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("twistd") or "twistd")
 
 
+def server_log(proc: subprocess.Popen[Any]) -> str:
+    """Everything a server started by :func:`twistd_server` has logged so far."""
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
 @contextmanager
 def twistd_server(*args: str, timeout: float = 20) -> Iterator[tuple[subprocess.Popen[Any], int]]:
-    """Run ``twistd -n chat`` as users do, on a free port; yield (process, port)."""
+    """Run ``twistd -n chat`` as users do, on a free port; yield (process, port).
+
+    The server logs to a temporary file (a pipe nobody reads would fill up and block it);
+    :func:`server_log` reads it.
+    """
     port = free_port()
     command = [
         twistd_path(),
@@ -60,14 +70,16 @@ def twistd_server(*args: str, timeout: float = 20) -> Iterator[tuple[subprocess.
         f"tcp:{port}:interface=127.0.0.1",
         *args,
     ]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with tempfile.NamedTemporaryFile(prefix="twistd-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    proc.log_path = log.name  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                output = server_log(proc)
                 raise RuntimeError(f"twistd exited with {proc.returncode}: {output[-3000:]}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -85,5 +97,4 @@ def twistd_server(*args: str, timeout: float = 20) -> Iterator[tuple[subprocess.
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        os.unlink(proc.log_path)  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import twistd_path, twistd_server
+from tests.helpers import server_log, twistd_path, twistd_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT.parent / "shared" / "tools" / "contract_smoke.py"
@@ -56,8 +56,7 @@ def test_sigterm_stops_the_server_cleanly() -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         # Twisted re-raises the signal after a clean shutdown, so the status is -SIGTERM.
         assert proc.wait(10) in (0, -signal.SIGTERM)
-        assert proc.stdout is not None
-        log = proc.stdout.read().decode()
+        log = server_log(proc)
         assert "Server Shut Down." in log
         assert "Traceback" not in log
 

@@ -45,6 +45,8 @@ class FlushScheduler:
         self.dirty: dict[Outbound, None] = {}
         self.scheduled = False
         self.frames: dict[tuple[str, int, int, bytes], bytes] = {}
+        self.deliveries = 0  # `next` frames written by every stream, since start
+        self.bytes_written = 0
 
     def schedule(self, outbound: Outbound) -> None:
         self.dirty[outbound] = None
@@ -179,8 +181,13 @@ class Outbound:
         if out:
             self._write(out, size)
 
+    def delivered(self, count: int) -> None:
+        """Streams report the ``next`` frames they produced (for /metrics)."""
+        self.scheduler.deliveries += count
+
     def _write(self, frames: list[bytes], size: int) -> None:
         self.bytes_written += size
+        self.scheduler.bytes_written += size
         self.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def close(self) -> None:

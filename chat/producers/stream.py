@@ -27,6 +27,8 @@ class Outbound(Protocol):
 
     def ready(self, stream: StreamProducer) -> None: ...
 
+    def delivered(self, count: int) -> None: ...
+
     def finish(self, stream: StreamProducer) -> None: ...
 
     def fail(self, stream: StreamProducer, code: ErrorCode, message: str) -> None: ...
@@ -99,8 +101,10 @@ class StreamProducer:
         return wanted if credit is None else min(wanted, credit)
 
     def spend(self, n: int) -> None:
+        """``n`` items were framed: take them off the credit and count them."""
         if self.interaction.credit is not None:
             self.interaction.credit -= n
+        self.outbound.delivered(n)
 
     def frame_item(self, payload: bytes) -> bytes:
         """A ``next`` frame of this interaction carrying an item that is already JSON."""

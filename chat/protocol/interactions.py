@@ -23,6 +23,7 @@ grants more, and ``None`` means unlimited (paced by TCP backpressure only).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -110,6 +111,7 @@ class Refused:
     """The core answered the frame itself (bad_frame, duplicate_id, rate_limited)."""
 
     frame: bytes
+    code: ErrorCode = ErrorCode.BAD_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +134,14 @@ class Interactions:
     """
 
     def __init__(
-        self, max_open: int = DEFAULT_MAX_OPEN, max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW
+        self,
+        max_open: int = DEFAULT_MAX_OPEN,
+        max_bad_in_row: int = DEFAULT_MAX_BAD_IN_ROW,
+        on_error: Callable[[ErrorCode], None] = lambda code: None,
     ) -> None:
         self.max_open = max_open
         self.max_bad_in_row = max_bad_in_row
+        self.on_error = on_error  # told of every error frame built here (metrics)
         self.bad_in_row = 0
         self.open: dict[int, Interaction] = {}
 
@@ -148,6 +154,7 @@ class Interactions:
                 return CloseConnection(
                     CloseCode.POLICY_VIOLATION, f"{self.bad_in_row} bad frames in a row"
                 )
+            self.on_error(exc.code)
             return Refused(frames.encode_error(exc.frame_id, exc.code, exc.message))
         self.bad_in_row = 0
         return self._dispatch(frame)
@@ -182,19 +189,23 @@ class Interactions:
         self, fid: int, kind: Kind, route: str, data: frames.JSON, credit: int | None
     ) -> Event:
         if fid in self.open:
+            self.on_error(ErrorCode.DUPLICATE_ID)
             return Refused(
                 frames.encode_error(
                     fid, ErrorCode.DUPLICATE_ID, f"id {fid} names an interaction that is open"
-                )
+                ),
+                ErrorCode.DUPLICATE_ID,
             )
         if len(self.open) >= self.max_open:
+            self.on_error(ErrorCode.RATE_LIMITED)
             return Refused(
                 frames.encode_error(
                     fid,
                     ErrorCode.RATE_LIMITED,
                     f"at most {self.max_open} interactions may be open at once; "
                     "wait for one to end or cancel one",
-                )
+                ),
+                ErrorCode.RATE_LIMITED,
             )
         interaction = Interaction(fid, kind, route, credit, prefix=frames.next_prefix(fid))
         self.open[fid] = interaction
@@ -223,6 +234,7 @@ class Interactions:
         if not interaction.open:
             return None
         self._close(interaction)
+        self.on_error(code)
         return frames.encode_error(interaction.id, code, message)
 
     def close_all(self) -> list[Interaction]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -61,7 +62,8 @@ class ChatService:
         self.sessions: dict[str, Session] = {}
         self.members: dict[str, dict[str, Session]] = {}
         self.connection_count = 0
-        self.message_count = 0
+        self.message_count = 0  # items appended to any log since start
+        self.append_latency: Callable[[float], None] = lambda seconds: None  # set by metrics
 
     # Sessions
 
@@ -132,7 +134,6 @@ class ChatService:
         self.store.add_channel(channel)
 
         def joined(item: LogItem) -> dict[str, Any]:
-            self.message_count += 1
             if session.ended:  # the connection closed while the join was in flight
                 self._append(log, {"kind": "leave", "channel": channel, "from": session.username})
             else:
@@ -144,7 +145,7 @@ class ChatService:
             return {"channel": channel, "seq": item.seq, "users": users}
 
         fields = {"kind": "join", "channel": channel, "from": session.username}
-        return self.store.append(log, fields).addCallback(joined)
+        return self._append(log, fields).addCallback(joined)
 
     def _leave(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
         if channel not in session.channels:
@@ -155,13 +156,12 @@ class ChatService:
             del members[session.username]
 
         def left(item: LogItem) -> dict[str, Any]:
-            self.message_count += 1
             for feed in list(session.feeds):
                 feed.unfollow(channel, item.seq)
             return {"channel": channel}
 
         fields = {"kind": "leave", "channel": channel, "from": session.username}
-        return self.store.append(channel_log(channel), fields).addCallback(left)
+        return self._append(channel_log(channel), fields).addCallback(left)
 
     # Messages
 
@@ -195,8 +195,12 @@ class ChatService:
         )
 
     def _append(self, log: str, fields: dict[str, Any]) -> Deferred[LogItem]:
+        """Every append goes through here: counted, and timed for /metrics."""
+        started = time.perf_counter()
+
         def counted(item: LogItem) -> LogItem:
             self.message_count += 1
+            self.append_latency(time.perf_counter() - started)
             return item
 
         return self.store.append(log, fields).addCallback(counted)

@@ -1,16 +1,19 @@
 """The HTTP side of the server: one :class:`~twisted.web.server.Site` per server.
 
-``/`` serves the static browser page (``static/``), ``/ws`` is the WebSocket endpoint.
+``/`` serves the static browser page (``static/``), ``/ws`` is the WebSocket endpoint,
+``/metrics`` the Prometheus metrics.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client.twisted import MetricsResource
 from twisted.web.server import Site
 from twisted.web.static import File
 
 from chat.connection import Hub
+from chat.metrics import make_registry
 from chat.websocket import websocket_resource
 
 STATIC = Path(__file__).parent / "static"
@@ -20,6 +23,7 @@ def make_site(hub: Hub) -> Site:
     root = File(str(STATIC))
     root.indexNames = ["index.html"]
     root.putChild(b"ws", websocket_resource(hub))
+    root.putChild(b"metrics", MetricsResource(registry=make_registry(hub)))
     site = Site(root)
     site.displayTracebacks = False
     return site
