@@ -101,6 +101,7 @@ class ChatConnection:
             if settings.message_rate > 0
             else None
         )
+        self.auth_failures = 0
         self.login_timer: IDelayedCall | None = None
         if settings.login_timeout > 0:
             self.login_timer = self.clock.callLater(settings.login_timeout, self._login_too_late)
@@ -110,6 +111,13 @@ class ChatConnection:
         if self.login_timer is not None and self.login_timer.active():
             self.login_timer.cancel()
         return self.session
+
+    def auth_failed(self) -> None:
+        """A token login failed; too many close the connection once the error is sent."""
+        self.auth_failures += 1
+        if self.auth_failures >= self.settings.max_auth_failures:
+            reason = f"{self.auth_failures} failed logins"
+            self.outbound.when_flushed(lambda: self.close(CloseCode.POLICY_VIOLATION, reason))
 
     def _login_too_late(self) -> None:
         self.login_timer = None

@@ -25,3 +25,8 @@ class Settings:
     login_timeout: float = 10.0  # seconds a connection may stay without logging in
     ping_interval: int = 20  # seconds between WebSocket pings (Autobahn: whole seconds)
     ping_timeout: int = 10  # seconds to wait for the pong before closing
+    auth: str = "open"  # "open": usernames are claims; "token": login needs a signed token
+    secret: bytes = b""  # HMAC key of login tokens (--secret-file)
+    max_auth_failures: int = 5  # failed token logins before the connection is closed (1008)
+    allowed_origins: tuple[str, ...] = ()  # empty: same host, or no Origin header
+    api_keys: tuple[str, ...] = ()  # Bearer keys of POST /api/publish; empty: API off

@@ -32,6 +32,7 @@ from twisted.web.resource import IResource
 
 from chat.connection import ChatConnection, Hub
 from chat.protocol.errors import CloseCode
+from chat.web.origins import origin_allowed
 
 SUBPROTOCOL: Final = "chat.v1.json"
 CLOSE_TIMEOUT: Final = 5  # seconds; Autobahn rounds its timers down to whole seconds
@@ -44,7 +45,11 @@ class ServerProtocol(WebSocketServerProtocol):
     connection: ChatConnection | None = None
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
-        most = self.factory.hub.settings.max_connections_per_ip
+        settings = self.factory.hub.settings
+        origin = request.origin or None
+        if not origin_allowed(origin, self.http_headers.get("host"), settings.allowed_origins):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"origin {origin} is not allowed")
+        most = settings.max_connections_per_ip
         if most and self.factory.hub.connections_from(request.peer) >= most:
             raise ConnectionDeny(
                 ConnectionDeny.SERVICE_UNAVAILABLE, f"at most {most} connections per address"
@@ -188,8 +193,13 @@ def connect(
     on_text: Callable[[bytes], None],
     on_close: Callable[[int | None, str], None],
     timeout: float = 10,
+    tls: Any = None,
 ) -> Deferred[ClientLink]:
-    """Open a client WebSocket to ``url``; fires with a :class:`ClientLink` once open."""
+    """Open a client WebSocket to ``url``; fires with a :class:`ClientLink` once open.
+
+    ``tls`` (for ``wss://``) is what ``twisted.internet.ssl.optionsForClientTLS`` returns;
+    without it, the system's trust roots are used.
+    """
     factory = ClientFactory(url, on_text, on_close)
-    connectWS(factory, timeout=timeout)
+    connectWS(factory, contextFactory=tls, timeout=timeout)
     return factory.ready

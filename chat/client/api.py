@@ -388,12 +388,16 @@ class ChatClient:
             self.closed.callback((code, reason))
 
 
-def connect(url: str, *, timeout: float = 10) -> Deferred[ChatClient]:
-    """Open a connection to ``url`` (``ws://host:port/ws``); fires with a ChatClient."""
+def connect(url: str, *, timeout: float = 10, tls: Any = None) -> Deferred[ChatClient]:
+    """Open a connection to ``url`` (``ws://`` or ``wss://host:port/ws``); fires with a client.
+
+    For ``wss://`` with a private CA or a self-signed certificate, pass
+    ``tls=optionsForClientTLS("host", trustRoot=Certificate.loadPEM(pem))``.
+    """
     client = ChatClient()
 
     def opened(link: ClientLink) -> ChatClient:
         client.link = link
         return client
 
-    return open_link(url, client._received, client._lost, timeout).addCallback(opened)
+    return open_link(url, client._received, client._lost, timeout, tls).addCallback(opened)

@@ -26,6 +26,19 @@ INBOX_KEY = "@"
 READ_BATCH = 64  # items per read: bounds how far one read overshoots the byte budget
 
 
+FRAME_OVERHEAD = 40  # WebSocket header + `{"type":"next","id":N,"data":` + `}`, about
+
+
+def _within_budget(items: Sequence[LogItem], budget: int) -> Sequence[LogItem]:
+    """The first items whose frames fit ``budget`` bytes (at least one)."""
+    total = 0
+    for index, item in enumerate(items):
+        total += len(item.payload) + FRAME_OVERHEAD
+        if total >= budget:
+            return items[: index + 1]
+    return items
+
+
 class Cursor:
     """A feed's position in one log, and the ranges of that log it must deliver."""
 
@@ -75,7 +88,8 @@ class Cursor:
 
         def loaded(items: Sequence[LogItem]) -> None:
             self.loading = False
-            if items and items[0].seq == self.position == position:
+            # The first item is later than asked when retention removed the ones before it.
+            if items and items[0].seq >= self.position == position:
                 self.loaded = items
             self.wake()
 
@@ -88,8 +102,8 @@ class Cursor:
     def take_loaded(self) -> Sequence[LogItem] | None:
         items = self.loaded
         self.loaded = None
-        if items and items[0].seq == self.position:
-            return items
+        if items and items[0].seq >= self.position:
+            return items  # a first seq beyond the position is a gap, which _read reports
         return None
 
     def gap_item(self, first: int, last: int) -> bytes:
@@ -175,6 +189,8 @@ class FeedStream(StreamProducer):
             if end is not None:
                 want = min(want, end - position + 1)
             items = cursor.take_loaded() if cursor.loaded is not None else None
+            if items is not None and items[0].seq == position:
+                items = items[:want]  # credit or a leave may have shrunk ``want`` since the read
             if items is None:
                 items = store.cached(log, position - 1, want)
                 if items is None:
@@ -191,13 +207,18 @@ class FeedStream(StreamProducer):
                 count += 1
                 cursor.position = last_missing + 1
                 continue
+            caught_up = len(items) < want
+            if len(items) > 1:
+                trimmed = _within_budget(items, budget - size)
+                caught_up = caught_up and len(trimmed) == len(items)
+                items = trimmed
             chunk = self._framed(log, items)
             out.append(chunk)
             size += len(chunk)
             count += len(items)
             cursor.position = items[-1].seq + 1
-            if len(items) < want and end is None:
-                return size, count, False  # caught up
+            if caught_up and end is None:
+                return size, count, False
         if not segments:
             cursor.stop_listening()
             return size, count, False

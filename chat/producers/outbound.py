@@ -87,6 +87,7 @@ class Outbound:
         self.control: list[bytes] = []
         self.paused = False
         self.closed = False
+        self.after_flush: list[Callable[[], None]] = []
         self.pauses = 0  # how often the transport paused us (observability and tests)
         self.bytes_written = 0
 
@@ -130,7 +131,7 @@ class Outbound:
         """The client cancelled: stop the stream at once, whatever it was doing."""
         stream = self.stream_of(interaction)
         if stream is not None:
-            del self.streams[interaction.id]
+            self._forget(stream)
             stream.stopProducing()
 
     def ready(self, stream: StreamProducer) -> None:
@@ -145,11 +146,18 @@ class Outbound:
         self._end(stream, self.interactions.fail(stream.interaction, code, message))
 
     def _end(self, stream: StreamProducer, frame: bytes | None) -> None:
-        if self.streams.get(stream.interaction.id) is stream:
-            del self.streams[stream.interaction.id]
+        self._forget(stream)
         stream.stopProducing()
         if frame is not None:
             self.send(frame)
+
+    def _forget(self, stream: StreamProducer) -> None:
+        """Drop every reference to ``stream``, even while paused (no flush will run)."""
+        if self.streams.get(stream.interaction.id) is stream:
+            del self.streams[stream.interaction.id]
+        if stream.queued:
+            self.queue.remove(stream)
+            stream.queued = False
 
     # Control frames and writing
 
@@ -160,12 +168,26 @@ class Outbound:
         self.control.append(text_frame(payload))
         self.scheduler.schedule(self)
 
+    def when_flushed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the frames queued so far are written (e.g. then close)."""
+        self.after_flush.append(callback)
+        self.scheduler.schedule(self)
+
     def flush(self) -> None:
         """Write control frames, then stream frames until done or paused."""
         if self.closed:
             return
         out = self.control
         self.control = []
+        if self.after_flush:
+            if out:
+                self._write(out, sum(map(len, out)))
+                out = []
+            callbacks, self.after_flush = self.after_flush, []
+            for callback in callbacks:
+                callback()
+            if self.closed:
+                return
         size = sum(map(len, out))
         queue = self.queue
         while queue and not self.paused:

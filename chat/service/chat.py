@@ -194,6 +194,18 @@ class ChatService:
             lambda item: {"channel": None, "seq": item.seq, "ts": item.ts}
         )
 
+    def announce(self, channel: str, sender: str, content: str) -> Deferred[dict[str, Any]]:
+        """A message from outside any session (HTTP publish API, Redis bridge).
+
+        ``sender`` is not a username: callers use a form no username can take (``api:NAME``).
+        """
+        if not self.store.has_channel(channel):
+            raise RouteError(ErrorCode.NOT_FOUND, f"channel {channel!r} does not exist")
+        fields = {"kind": "message", "channel": channel, "from": sender, "content": content}
+        return self._append(channel_log(channel), fields).addCallback(
+            lambda item: {"channel": channel, "seq": item.seq, "ts": item.ts}
+        )
+
     def _append(self, log: str, fields: dict[str, Any]) -> Deferred[LogItem]:
         """Every append goes through here: counted, and timed for /metrics."""
         started = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from chat.auth import TokenError, verify_token
 from chat.producers.feed import INBOX_KEY, FeedStream
 from chat.producers.listing import ListStream
 from chat.producers.statistics import StatisticsOptions, StatisticsStream
@@ -44,6 +45,12 @@ def login(ctx: ChatConnection, data: object) -> dict[str, Any]:
     if ctx.session is not None:
         raise v.invalid(f"this connection is already logged in as {ctx.session.username!r}")
     username = v.name(fields, "username")
+    if ctx.settings.auth == "token":
+        try:
+            verify_token(ctx.settings.secret, fields.get("token"), username)
+        except TokenError as exc:
+            ctx.auth_failed()
+            raise RouteError(ErrorCode.UNAUTHENTICATED, str(exc)) from None
     session = ctx.login(username)
     return {"username": username, "session_id": session.session_id, "epoch": ctx.store.epoch}
 

@@ -1,7 +1,8 @@
 """The HTTP side of the server: one :class:`~twisted.web.server.Site` per server.
 
 ``/`` serves the static browser page (``static/``), ``/ws`` is the WebSocket endpoint,
-``/metrics`` the Prometheus metrics.
+``/metrics`` the Prometheus metrics, ``/api/publish`` the HTTP publish API (when an API key
+is configured).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 
 from chat.connection import Hub
 from chat.metrics import make_registry
+from chat.web.publish import PublishResource
 from chat.websocket import websocket_resource
 
 STATIC = Path(__file__).parent / "static"
@@ -24,6 +27,10 @@ def make_site(hub: Hub) -> Site:
     root.indexNames = ["index.html"]
     root.putChild(b"ws", websocket_resource(hub))
     root.putChild(b"metrics", MetricsResource(registry=make_registry(hub)))
+    if hub.settings.api_keys:
+        api = Resource()
+        api.putChild(b"publish", PublishResource(hub))
+        root.putChild(b"api", api)
     site = Site(root)
     site.displayTracebacks = False
     return site

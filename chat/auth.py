@@ -1,0 +1,90 @@
+"""Signed login tokens for ``--auth token``.
+
+A token is ``v1.<username>.<expires>.<signature>``: the username it is for, its expiry in Unix
+seconds, and an HMAC-SHA256 over the rest with the server's secret, base64url-encoded. It
+needs no storage on the server and cannot be altered or moved to another username without
+the secret. ``chat-token USERNAME --ttl 1h --secret-file FILE`` issues one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import sys
+import time
+from pathlib import Path
+
+VERSION = "v1"
+MIN_SECRET_BYTES = 16
+
+
+class TokenError(ValueError):
+    """Why a token was refused (the message is sent to the client)."""
+
+
+def _sign(secret: bytes, message: str) -> str:
+    digest = hmac.new(secret, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def issue_token(secret: bytes, username: str, ttl: float, now: float | None = None) -> str:
+    expires = int((time.time() if now is None else now) + ttl)
+    body = f"{VERSION}.{username}.{expires}"
+    return f"{body}.{_sign(secret, body)}"
+
+
+def verify_token(secret: bytes, token: object, username: str, now: float | None = None) -> None:
+    """Raise :class:`TokenError` unless ``token`` is valid, unexpired and for ``username``."""
+    if not isinstance(token, str) or not token:
+        raise TokenError('this server needs a "token" with the username (see chat-token)')
+    parts = token.split(".")
+    if len(parts) != 4 or parts[0] != VERSION:
+        raise TokenError("the token is malformed")
+    _, named, expires, signature = parts
+    if not hmac.compare_digest(_sign(secret, ".".join(parts[:3])), signature):
+        raise TokenError("the token's signature is not valid for this server")
+    if named != username:
+        raise TokenError(f"the token is for {named!r}, not for {username!r}")
+    if not expires.isdigit() or int(expires) <= (time.time() if now is None else now):
+        raise TokenError("the token has expired")
+
+
+def read_secret(path: str) -> bytes:
+    """The secret in ``path`` (surrounding whitespace removed); at least 16 bytes."""
+    secret = Path(path).read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    scale = units.get(text[-1:], 0)
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (try 90s, 15m, 1h, 7d)") from None
+    if value <= 0:
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``chat-token USERNAME [--ttl 1h] --secret-file FILE``: print a login token."""
+    parser = argparse.ArgumentParser(prog="chat-token", description=main.__doc__)
+    parser.add_argument("username")
+    parser.add_argument("--ttl", default="1h", help="how long the token is valid (default 1h)")
+    parser.add_argument("--secret-file", required=True, help="the server's --secret-file")
+    args = parser.parse_args(argv)
+    try:
+        token = issue_token(read_secret(args.secret_file), args.username, parse_duration(args.ttl))
+    except (OSError, ValueError) as exc:
+        print(f"chat-token: {exc}", file=sys.stderr)
+        return 1
+    print(token)
+    return 0
