@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,9 +46,28 @@ class Hub:
         self.connections: set[ChatConnection] = set()
         self.errors: Counter[str] = Counter()  # error frames sent, by code
         self.closes: Counter[int] = Counter()  # connections closed, by WebSocket close code
+        self.when_empty: list[Deferred[None]] = []
 
     def count_error(self, code: ErrorCode) -> None:
         self.errors[code.value] += 1
+
+    def close_all(self, code: CloseCode, reason: str, timeout: float) -> Deferred[None]:
+        """Close every connection; fires once all are gone, or after ``timeout`` seconds."""
+        for connection in list(self.connections):
+            connection.close(code, reason)
+        if not self.connections:
+            return succeed(None)
+        emptied: Deferred[None] = Deferred()
+        self.when_empty.append(emptied)
+        return emptied.addTimeout(timeout, self.clock, onTimeoutCancel=lambda result, t: None)
+
+    def forget(self, connection: ChatConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            waiters, self.when_empty = self.when_empty, []
+            for waiter in waiters:
+                if not waiter.called:
+                    waiter.callback(None)
 
     def connections_from(self, peer: str) -> int:
         """Open connections from the address of ``peer`` (Autobahn's "tcp:HOST:PORT")."""
@@ -235,7 +254,7 @@ class ChatConnection:
         if self.login_timer is not None and self.login_timer.active():
             self.login_timer.cancel()
         self.outbound.close()
-        self.hub.connections.discard(self)
+        self.hub.forget(self)
         self.service.connection_count -= 1
         if self.session is not None:
             self.service.logout(self.session)

@@ -20,6 +20,12 @@ def _positive(value: str) -> int:
     return number
 
 
+def _age(value: str) -> float:
+    from chat.stores.sqlite import parse_age
+
+    return parse_age(value)
+
+
 class Options(usage.Options):
     """Command-line options of ``twistd chat``."""
 
@@ -30,8 +36,33 @@ class Options(usage.Options):
         "backpressure: slow clients are neither disconnected nor buffered."
     )
     optParameters = [
-        ["store", "s", "memory", "Where logs are stored: memory (the only store so far)."],
-        ["retention", None, 10_000, "Items kept per channel and inbox log.", _positive],
+        [
+            "store",
+            "s",
+            "sqlite:chat.db",
+            "Where logs are stored: sqlite:PATH (durable; WAL mode) or memory (gone at exit).",
+        ],
+        [
+            "retention",
+            None,
+            None,
+            "Items kept per channel and inbox log [default: 100000 for sqlite, 10000 for memory].",
+            _positive,
+        ],
+        [
+            "retention-age",
+            None,
+            None,
+            "Also drop items older than this, e.g. 7d, 12h, 30m, 45s [default: no age limit].",
+            _age,
+        ],
+        [
+            "sync",
+            None,
+            "full",
+            "SQLite commit durability: full (survives power loss) or normal (survives a crash "
+            "of the server, not of the machine; faster).",
+        ],
         [
             "max-frame-size",
             None,
@@ -65,14 +96,22 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:
-        if self["store"] != "memory":
-            raise usage.UsageError(f"unknown store {self['store']!r}; available: memory")
+        from chat.server import UnknownStore, check_store
+
+        try:
+            check_store(self["store"])
+        except UnknownStore as exc:
+            raise usage.UsageError(str(exc)) from None
+        if self["sync"] not in ("full", "normal"):
+            raise usage.UsageError(f"--sync must be full or normal, got {self['sync']!r}")
 
     def settings(self) -> Settings:
         return Settings(
             listen=tuple(self["listen"] or ["tcp:8080"]),
             store=self["store"],
             retention=self["retention"],
+            retention_age=self["retention-age"],
+            sync=self["sync"],
             max_frame_size=self["max-frame-size"],
             max_content_length=self["max-content-length"],
             max_interactions=self["max-interactions"],
@@ -81,5 +120,10 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> Any:
     from chat.server import make_service
+    from chat.stores.sqlite import StoreOpenError
 
-    return make_service(options.settings())
+    try:
+        return make_service(options.settings())
+    except StoreOpenError as exc:
+        # One clear line and a non-zero exit, not a traceback: twistd prints a SystemExit's text.
+        raise SystemExit(f"twistd chat: {exc}") from None

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 
@@ -18,6 +19,7 @@ from chat.service.chat import ChatService
 from chat.service.routes import router
 from chat.settings import Settings
 from chat.stores.interface import ILogStore
+from chat.stores.memory import DEFAULT_RETENTION as MEMORY_RETENTION
 from chat.stores.memory import MemoryLogStore
 from chat.web.site import make_site
 
@@ -26,10 +28,37 @@ class UnknownStore(ValueError):
     """``--store`` names a backend this server does not have."""
 
 
+STORES = "memory, sqlite:PATH"
+
+
+def sqlite_path(store: str) -> str | None:
+    """The file of a ``sqlite`` or ``sqlite:PATH`` store description, else None."""
+    if store == "sqlite":
+        return "chat.db"
+    if store.startswith("sqlite:") and len(store) > len("sqlite:"):
+        return store[len("sqlite:") :]
+    return None
+
+
+def check_store(store: str) -> None:
+    if store != "memory" and sqlite_path(store) is None:
+        raise UnknownStore(f"unknown store {store!r}; available: {STORES}")
+
+
 def open_store(settings: Settings) -> ILogStore:
-    if settings.store == "memory":
-        return MemoryLogStore(retention=settings.retention)
-    raise UnknownStore(f"unknown store {settings.store!r}; available: memory")
+    """The store ``settings.store`` describes; raises StoreOpenError naming a bad file."""
+    check_store(settings.store)
+    path = sqlite_path(settings.store)
+    if path is None:
+        return MemoryLogStore(retention=settings.retention or MEMORY_RETENTION)
+    from chat.stores.sqlite import DEFAULT_RETENTION, SqliteLogStore
+
+    return SqliteLogStore(
+        path,
+        retention=settings.retention or DEFAULT_RETENTION,
+        retention_age=settings.retention_age,
+        sync=settings.sync,
+    )
 
 
 def make_hub(settings: Settings, reactor: IReactorTime) -> Hub:
@@ -52,10 +81,18 @@ class ChatServerService(MultiService):
             endpoint = serverFromString(reactor, description)
             StreamServerEndpointService(endpoint, site).setServiceParent(self)
 
-    def stopService(self) -> Any:
-        result = super().stopService()
-        self.hub.service.store.close()
-        return result
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, end every session, then wait until the store has closed.
+
+        Ending the sessions here (rather than when the reactor drops the sockets later) queues
+        their ``leave`` items before the store closes, and the store commits everything queued
+        before its ``close()`` fires, so SIGTERM loses nothing that was acknowledged or queued.
+        """
+        stopped = maybeDeferred(super().stopService)
+        for connection in list(self.hub.connections):
+            connection.connection_lost()
+        store = self.hub.service.store
+        return stopped.addBoth(lambda _: store.close())
 
 
 def make_service(settings: Settings) -> ChatServerService:

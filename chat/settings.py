@@ -12,8 +12,10 @@ class Settings:
     """Every tunable of one server; the defaults are PROTOCOL.md's limits."""
 
     listen: tuple[str, ...] = ("tcp:8080",)
-    store: str = "memory"
-    retention: int = 10_000  # items kept per log
+    store: str = "memory"  # "memory", or "sqlite:PATH" (twistd's default is sqlite:chat.db)
+    retention: int | None = None  # items kept per log; None: the store's default
+    retention_age: float | None = None  # seconds an item is kept; None: no age limit
+    sync: str = "full"  # SQLite: "full" (durable on power loss) or "normal" (on process crash)
     max_frame_size: int = 64 * 1024  # bytes; a bigger frame closes the connection with 1009
     max_content_length: int = 4096  # code points of a message's content
     max_interactions: int = DEFAULT_MAX_OPEN  # open interactions per connection

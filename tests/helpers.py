@@ -54,7 +54,9 @@ def server_log(proc: subprocess.Popen[Any]) -> str:
 
 
 @contextmanager
-def twistd_server(*args: str, timeout: float = 20) -> Iterator[tuple[subprocess.Popen[Any], int]]:
+def twistd_server(
+    *args: str, timeout: float = 20, cwd: str | None = None
+) -> Iterator[tuple[subprocess.Popen[Any], int]]:
     """Run ``twistd -n chat`` as users do, on a free port; yield (process, port).
 
     The server logs to a temporary file (a pipe nobody reads would fill up and block it);
@@ -72,7 +74,11 @@ def twistd_server(*args: str, timeout: float = 20) -> Iterator[tuple[subprocess.
     ]
     with tempfile.NamedTemporaryFile(prefix="twistd-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd or tempfile.gettempdir(),  # where the default sqlite:chat.db is created
         )
     proc.log_path = log.name  # type: ignore[attr-defined]
     try:

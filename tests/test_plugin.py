@@ -48,8 +48,8 @@ def test_unknown_store_is_a_clear_usage_error() -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_sigterm_stops_the_server_cleanly() -> None:
-    with twistd_server() as (proc, port):
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    with twistd_server(cwd=str(tmp_path)) as (proc, port):  # the default store: sqlite:chat.db
         # A served page shows the reactor runs (and so has its signal handlers).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
             assert page.status == 200
@@ -61,11 +61,12 @@ def test_sigterm_stops_the_server_cleanly() -> None:
         assert "Traceback" not in log
 
 
-def test_several_listen_endpoints() -> None:
+def test_several_listen_endpoints(tmp_path: Path) -> None:
     from tests.helpers import free_port
 
     extra = free_port()
-    with twistd_server("--listen", f"tcp:{extra}:interface=127.0.0.1") as (_proc, port):
+    listen = ("--listen", f"tcp:{extra}:interface=127.0.0.1")
+    with twistd_server(*listen, cwd=str(tmp_path)) as (_proc, port):
         import socket
 
         for p in (port, extra):

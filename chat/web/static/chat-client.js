@@ -261,13 +261,15 @@ export class ChatClient extends EventTarget {
   }
 
   /**
-   * Connect and log in as `username`. Resolves with the login answer; rejects with a
+   * Connect and log in as `username` (with `{token}` on a server run with token auth; the token
+   * is kept in memory for re-logins, never in storage). Resolves with the login answer; rejects with a
    * ChatError (`username_taken`, `invalid_data`, `unreachable`). Channels and positions
    * saved in sessionStorage for the same username are resumed (re-joined, missed items
    * delivered); a different username starts afresh.
    */
-  async login(username) {
+  async login(username, { token } = {}) {
     if (this.savedUsername && this.savedUsername !== username) this.forget();
+    this.token = token ?? null; // for servers run with token auth; kept in memory only
     this._wanted = true;
     this._attempt = 0;
     this._setState("connecting");
@@ -360,7 +362,7 @@ export class ChatClient extends EventTarget {
   }
 
   async _session(username, reconnecting) {
-    const answer = await this.request("login", { username });
+    const answer = await this.request("login", this.token ? { username, token: this.token } : { username });
     this.username = answer.username;
     const epochChanged = this.epoch !== null && this.epoch !== answer.epoch;
     if (epochChanged) this.since = {};
@@ -368,14 +370,17 @@ export class ChatClient extends EventTarget {
     const before = { ...this.since };
     const resuming = reconnecting || Object.keys(before).length > 0 || this.channels.size > 0;
     // The catch-up targets: the last seq of every log at this moment.
+    // The inbox feed starts at its opening unless `since["@"]` says otherwise, so a client
+    // that never received a private message must still learn its inbox position, or a
+    // message sent to it while it is disconnected would never be delivered.
     const targets = {};
-    if (resuming && before["@"] !== undefined) {
-      try {
-        const last = await this.collect("history", { limit: 1 });
-        if (last.length) targets["@"] = last[last.length - 1].seq;
-      } catch {
-        /* history unavailable: the inbox is still delivered, just not counted */
-      }
+    try {
+      const last = await this.collect("history", { limit: 1 });
+      const lastSeq = last.length ? last[last.length - 1].seq : 0;
+      if (before["@"] === undefined) this.since["@"] = lastSeq;
+      else if (resuming) targets["@"] = lastSeq;
+    } catch {
+      /* history unavailable: the inbox is still delivered live, just not counted */
     }
     this._catchUp = resuming ? { before, targets, missed: 0, gaps: [], epochChanged } : null;
     this._openFeed();
