@@ -254,7 +254,7 @@ class ChatConnection:
         if self.login_timer is not None and self.login_timer.active():
             self.login_timer.cancel()
         self.outbound.close()
-        self.hub.forget(self)
         self.service.connection_count -= 1
         if self.session is not None:
-            self.service.logout(self.session)
+            self.service.logout(self.session)  # appends the leave items...
+        self.hub.forget(self)  # ...before a shutdown waiting for the last connection goes on

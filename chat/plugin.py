@@ -10,13 +10,39 @@ from typing import Any
 
 from twisted.python import usage
 
+from chat.auth import read_secret
+from chat.logs import JSON_OBSERVER
 from chat.settings import Settings
+
+
+def _keys(path: str) -> tuple[str, ...]:
+    """The API keys in ``path``: one per line, blank lines and ``#`` comments skipped."""
+    with open(path, encoding="utf-8") as lines:
+        keys = tuple(k.strip() for k in lines if k.strip() and not k.lstrip().startswith("#"))
+    if not keys:
+        raise ValueError("no key in the file")
+    return keys
 
 
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _count(value: str) -> int:
+    """A whole number of 0 or more (0 turns a limit off)."""
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"must be 0 or more seconds, got {value}")
     return number
 
 
@@ -84,16 +110,76 @@ class Options(usage.Options):
             "Open interactions allowed per connection.",
             _positive,
         ],
+        [
+            "message-rate",
+            None,
+            20_000,
+            "message requests per second per connection (0: off).",
+            _seconds,
+        ],
+        [
+            "message-burst",
+            None,
+            50_000,
+            "message requests one connection may send at once.",
+            _positive,
+        ],
+        ["max-channels-per-user", None, 128, "Channels one user may be in (0: no limit).", _count],
+        ["max-connections-per-ip", None, 0, "Connections from one address (0: no limit).", _count],
+        [
+            "login-timeout",
+            None,
+            10.0,
+            "Seconds a connection may stay without logging in "
+            "before it is closed with 1008 (0: no limit).",
+            _seconds,
+        ],
+        ["ping-interval", None, 20, "Seconds between WebSocket pings (0: no pings).", _count],
+        ["ping-timeout", None, 10, "Seconds to wait for a pong before closing.", _count],
+        [
+            "auth",
+            None,
+            "open",
+            "open (usernames are claims) or token (login needs a token "
+            "signed with --secret-file; issue them with chat-token).",
+        ],
+        ["secret-file", None, None, "File holding the secret that signs login tokens."],
+        [
+            "max-auth-failures",
+            None,
+            5,
+            "Failed token logins before the connection is closed.",
+            _positive,
+        ],
+        [
+            "api-key-file",
+            None,
+            None,
+            "File of Bearer keys (one per line) for POST /api/publish;"
+            " without it the publish API is off.",
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text (twistd's) or json (one JSON object per event on standard output).",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["allowed-origin"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Listen on this Twisted endpoint (repeatable; default tcp:8080),
         e.g. tcp:8080:interface=127.0.0.1 or ssl:8443:privateKey=key.pem:certKey=cert.pem."""
         self["listen"].append(endpoint)
+
+    def opt_allowed_origin(self, pattern: str) -> None:
+        """Accept browser pages from origins matching this pattern (repeatable), e.g.
+        https://*.example.com. Default: only this host, and clients sending no Origin."""
+        self["allowed-origin"].append(pattern)
 
     def postOptions(self) -> None:
         from chat.server import UnknownStore, check_store
@@ -104,6 +190,23 @@ class Options(usage.Options):
             raise usage.UsageError(str(exc)) from None
         if self["sync"] not in ("full", "normal"):
             raise usage.UsageError(f"--sync must be full or normal, got {self['sync']!r}")
+        if self["auth"] not in ("open", "token"):
+            raise usage.UsageError(f"--auth must be open or token, got {self['auth']!r}")
+        if self["auth"] == "token" and not self["secret-file"]:
+            raise usage.UsageError("--auth token needs --secret-file")
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format must be text or json, got {self['log-format']!r}")
+        self.secret = self._read(self["secret-file"], read_secret) if self["secret-file"] else b""
+        self.api_keys = self._read(self["api-key-file"], _keys) if self["api-key-file"] else ()
+        if self["log-format"] == "json" and self.parent is not None:
+            self.parent["logger"] = JSON_OBSERVER  # twistd makes its log observer from this
+
+    @staticmethod
+    def _read(path: str, parse: Any) -> Any:
+        try:
+            return parse(path)
+        except (OSError, ValueError) as exc:
+            raise usage.UsageError(f"cannot use {path}: {exc}") from None
 
     def settings(self) -> Settings:
         return Settings(
@@ -115,6 +218,18 @@ class Options(usage.Options):
             max_frame_size=self["max-frame-size"],
             max_content_length=self["max-content-length"],
             max_interactions=self["max-interactions"],
+            message_rate=self["message-rate"],
+            message_burst=self["message-burst"],
+            max_channels_per_user=self["max-channels-per-user"],
+            max_connections_per_ip=self["max-connections-per-ip"],
+            login_timeout=self["login-timeout"],
+            ping_interval=self["ping-interval"],
+            ping_timeout=self["ping-timeout"],
+            auth=self["auth"],
+            secret=self.secret,
+            max_auth_failures=self["max-auth-failures"],
+            allowed_origins=tuple(self["allowed-origin"]),
+            api_keys=self.api_keys,
         )
 
 

@@ -15,6 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 
 from chat.connection import Hub
+from chat.protocol.errors import CloseCode
 from chat.service.chat import ChatService
 from chat.service.routes import router
 from chat.settings import Settings
@@ -22,6 +23,8 @@ from chat.stores.interface import ILogStore
 from chat.stores.memory import DEFAULT_RETENTION as MEMORY_RETENTION
 from chat.stores.memory import MemoryLogStore
 from chat.web.site import make_site
+
+CLOSE_GRACE = 2.0  # seconds connections get to finish the close handshake on shutdown
 
 
 class UnknownStore(ValueError):
@@ -82,17 +85,26 @@ class ChatServerService(MultiService):
             StreamServerEndpointService(endpoint, site).setServiceParent(self)
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening, end every session, then wait until the store has closed.
+        """Stop listening, close every connection with 1001, then let the store close.
 
-        Ending the sessions here (rather than when the reactor drops the sockets later) queues
-        their ``leave`` items before the store closes, and the store commits everything queued
-        before its ``close()`` fires, so SIGTERM loses nothing that was acknowledged or queued.
+        Connections get up to :data:`CLOSE_GRACE` seconds for the close handshake; any still
+        open then have their sessions ended here (rather than when the reactor drops the
+        sockets later), so their ``leave`` items are queued before the store closes, and the
+        store commits everything queued before its ``close()`` fires: SIGTERM loses nothing
+        that was acknowledged or queued, and the whole stop takes well under 5 seconds.
         """
+        hub = self.hub
         stopped = maybeDeferred(super().stopService)
-        for connection in list(self.hub.connections):
-            connection.connection_lost()
-        store = self.hub.service.store
-        return stopped.addBoth(lambda _: store.close())
+        stopped.addBoth(
+            lambda _: hub.close_all(CloseCode.GOING_AWAY, "server shutting down", CLOSE_GRACE)
+        )
+
+        def end_sessions(_: object) -> Deferred[None]:
+            for connection in list(hub.connections):
+                connection.connection_lost()
+            return hub.service.store.close()
+
+        return stopped.addBoth(end_sessions)
 
 
 def make_service(settings: Settings) -> ChatServerService:

@@ -108,3 +108,62 @@ def test_wheel_installs_the_drop_in_into_twisted_plugins(tmp_path: Path) -> None
     assert "twisted/plugins/__init__.py" not in names  # never shadow Twisted's own package
     assert "twisted/__init__.py" not in names
     assert "chat/web/static/index.html" in names
+
+
+def test_sigterm_closes_clients_with_1001_and_keeps_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import websocket
+
+    def request(ws: websocket.WebSocket, frame_id: int, route: str, data: object) -> dict:
+        ws.send(json.dumps({"type": "request", "id": frame_id, "route": route, "data": data}))
+        while True:
+            frame = json.loads(ws.recv())
+            if frame.get("id") == frame_id:
+                return frame
+
+    with twistd_server(cwd=str(tmp_path)) as (proc, port):
+        url = f"ws://127.0.0.1:{port}/ws"
+        clients = [websocket.create_connection(url, timeout=10) for _ in range(3)]
+        for i, ws in enumerate(clients):
+            request(ws, 1, "login", {"username": f"u{i}"})
+            request(ws, 2, "channel.join", {"channel": "room"})
+        ack = request(clients[0], 3, "message", {"channel": "room", "content": "kept"})
+        assert ack["type"] == "response"
+        os.killpg(proc.pid, signal.SIGTERM)
+        for ws in clients:
+            while True:  # read past any items until the close frame
+                opcode, data = ws.recv_data(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    assert int.from_bytes(data[:2], "big") == 1001
+                    break
+        assert proc.wait(5) in (0, -signal.SIGTERM)  # exits within 5 s
+        assert "Traceback" not in server_log(proc)
+    with twistd_server(cwd=str(tmp_path)) as (_proc, port):
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        request(ws, 1, "login", {"username": "reader"})
+        ws.send(json.dumps({"type": "stream", "id": 2, "route": "history",
+                            "data": {"channel": "room"}}))
+        items = []
+        while True:
+            frame = json.loads(ws.recv())
+            if frame["type"] == "complete":
+                break
+            items.append(frame["data"])
+        assert ack["data"]["seq"] in [i["seq"] for i in items if i.get("content") == "kept"]
+        assert [i["kind"] for i in items].count("leave") == 3  # every session ended cleanly
+        ws.close()
+
+
+def test_healthz_and_json_logs(tmp_path: Path) -> None:
+    import json
+
+    with twistd_server("--log-format", "json", cwd=str(tmp_path)) as (proc, port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as page:
+            assert page.status == 200
+            assert json.loads(page.read()) == {"status": "ok", "store": "sqlite:chat.db"}
+        lines = [line for line in server_log(proc).splitlines() if line.strip()]
+        events = [json.loads(line) for line in lines]
+        assert events and all("log_namespace" in event for event in events)

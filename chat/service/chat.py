@@ -17,10 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chat.producers.feed import FeedStream
 from chat.protocol.errors import ErrorCode, RouteError
 from chat.stores.interface import ILogStore, LogItem, channel_log, inbox_log
+
+log = Logger()
 
 STATISTICS_FIELDS: Final = {
     "users": "user_count",
@@ -85,7 +89,16 @@ class ChatService:
         if self.sessions.get(session.username) is session:
             del self.sessions[session.username]
         for channel in list(session.channels):
-            self.leave(session, channel)
+            self.leave(session, channel).addErrback(self._leave_failed, session, channel)
+
+    @staticmethod
+    def _leave_failed(failure: Failure, session: Session, channel: str) -> None:
+        log.failure(
+            "could not record {user} leaving {channel}",
+            failure,
+            user=session.username,
+            channel=channel,
+        )
 
     # Channels
 

@@ -107,5 +107,8 @@ class ILogStore(Interface):
     def knows_user(username: str) -> bool:
         """Whether ``username`` has ever logged in."""
 
+    def ping() -> Deferred[None]:
+        """Fire when the backend answers a trivial query; fail when it cannot (/healthz)."""
+
     def close() -> Deferred[None]:
         """Finish pending writes and release resources."""

@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY) WITHOUT ROWID;
 log = Logger()
 
 
+def _ping(connection: sqlite3.Connection) -> None:
+    connection.execute("SELECT count(*) FROM meta").fetchone()
+
+
 class StoreOpenError(Exception):
     """The database file cannot be opened or is not a chat store; the message names it."""
 
@@ -576,6 +580,13 @@ class SqliteLogStore:
         return job.deferred
 
     # Closing
+
+    def ping(self) -> Deferred[None]:
+        """A trivial query on the reader thread: the file is there and readable."""
+        if self._closing is not None:
+            return fail(StoreClosed(f"the store {self.path} is closed"))
+        d: Deferred[None] = self._reader.call(_ping)
+        return d
 
     def close(self) -> Deferred[None]:
         """Commit what is queued, then close both connections; idempotent."""

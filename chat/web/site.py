@@ -1,8 +1,8 @@
 """The HTTP side of the server: one :class:`~twisted.web.server.Site` per server.
 
 ``/`` serves the static browser page (``static/``), ``/ws`` is the WebSocket endpoint,
-``/metrics`` the Prometheus metrics, ``/api/publish`` the HTTP publish API (when an API key
-is configured).
+``/metrics`` the Prometheus metrics, ``/healthz`` the health check, and ``/api/publish`` the
+HTTP publish API (when an API key is configured).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from twisted.web.static import File
 
 from chat.connection import Hub
 from chat.metrics import make_registry
+from chat.web.health import HealthResource
 from chat.web.publish import PublishResource
 from chat.websocket import websocket_resource
 
@@ -27,6 +28,7 @@ def make_site(hub: Hub) -> Site:
     root.indexNames = ["index.html"]
     root.putChild(b"ws", websocket_resource(hub))
     root.putChild(b"metrics", MetricsResource(registry=make_registry(hub)))
+    root.putChild(b"healthz", HealthResource(hub))
     if hub.settings.api_keys:
         api = Resource()
         api.putChild(b"publish", PublishResource(hub))
