@@ -83,6 +83,19 @@ def peer_host(peer: str) -> str:
 class ChatConnection:
     """The server side of one WebSocket connection."""
 
+    __slots__ = (
+        "auth_failures",
+        "close",
+        "hub",
+        "interactions",
+        "login_timer",
+        "lost",
+        "message_bucket",
+        "outbound",
+        "peer",
+        "session",
+        "transport",
+    )
     log = Logger()
 
     def __init__(
@@ -98,11 +111,6 @@ class ChatConnection:
         self.hub = hub
         self.transport = transport  # the transport beneath, for diagnostics only
         self.peer = peer
-        self.service = hub.service
-        self.store: ILogStore = hub.service.store
-        self.settings = hub.settings
-        self.clock = hub.clock
-        self.router = hub.router
         self.close = close
         self.session: Session | None = None
         self.interactions = Interactions(
@@ -115,20 +123,39 @@ class ChatConnection:
         self.service.connection_count += 1
         self.lost = False
         settings = hub.settings
-        self.message_bucket = (
-            TokenBucket(settings.message_rate, settings.message_burst, self.clock.seconds())
-            if settings.message_rate > 0
-            else None
-        )
+        self.message_bucket: TokenBucket | None = None  # made at the first message
         self.auth_failures = 0
         self.login_timer: IDelayedCall | None = None
         if settings.login_timeout > 0:
-            self.login_timer = self.clock.callLater(settings.login_timeout, self._login_too_late)
+            self.login_timer = hub.clock.callLater(settings.login_timeout, self._login_too_late)
+
+    # What every connection of the server shares, for routes and producers.
+
+    @property
+    def service(self) -> ChatService:
+        return self.hub.service
+
+    @property
+    def store(self) -> ILogStore:
+        return self.hub.service.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.hub.settings
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.hub.clock
+
+    @property
+    def router(self) -> Router:
+        return self.hub.router
 
     def login(self, username: str) -> Session:
         self.session = self.service.login(username)
         if self.login_timer is not None and self.login_timer.active():
             self.login_timer.cancel()
+        self.login_timer = None
         return self.session
 
     def auth_failed(self) -> None:
@@ -146,8 +173,16 @@ class ChatConnection:
 
     def spend_message_token(self) -> None:
         """Charge one ``message`` to this connection's rate limit, or refuse it."""
+        settings = self.settings
+        if settings.message_rate <= 0:
+            return
         bucket = self.message_bucket
-        if bucket is not None and not bucket.take(self.clock.seconds()):
+        if bucket is None:
+            now = self.clock.seconds()
+            bucket = self.message_bucket = TokenBucket(
+                settings.message_rate, settings.message_burst, now
+            )
+        if not bucket.take(self.clock.seconds()):
             raise RouteError(
                 ErrorCode.RATE_LIMITED,
                 f"more than {self.settings.message_rate:g} messages per second; "

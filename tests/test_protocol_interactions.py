@@ -387,11 +387,13 @@ def test_refused_opening_is_not_a_bad_frame() -> None:
     assert core.bad_in_row == 1
 
 
-def test_bad_frame_with_a_lone_surrogate_type_is_refused_not_raised() -> None:
-    # Valid JSON may escape a lone surrogate; the error frame must still be sent as UTF-8.
+def test_bad_frame_with_a_lone_surrogate_is_refused_not_raised() -> None:
+    # An escaped lone surrogate is no Unicode text: the whole frame is refused as not JSON,
+    # and the error frame is still valid UTF-8.
     core = Interactions()
     error = refused(core.receive('{"type":"\\udc80","id":2}'))
-    assert error["id"] == 2 and error["error"]["code"] == "bad_frame"
+    assert error["id"] is None and error["error"]["code"] == "bad_frame"
+    assert "surrogate" in error["error"]["message"]
 
 
 # --- the core is sans-IO -----------------------------------------------------------------

@@ -13,7 +13,6 @@ naming exactly the missing seqs of that log and moves on.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
 
 from chat.producers.stream import Outbound, StreamProducer
@@ -49,7 +48,7 @@ class Cursor:
         self.log = log
         self.channel = channel
         self.position = 0  # the next seq to deliver
-        self.segments: deque[list[int | None]] = deque()  # [start, end or None]
+        self.segments: list[list[int | None]] = []  # [start, end or None]; a few at most
         self.listening = False
         self.loading = False
         self.loaded: Sequence[LogItem] | None = None
@@ -112,6 +111,8 @@ class Cursor:
 
 class FeedStream(StreamProducer):
     """The live feed of one session (route ``messages``)."""
+
+    __slots__ = ("cursors", "inbox", "pending", "since", "store")
 
     def __init__(
         self,
@@ -181,7 +182,7 @@ class FeedStream(StreamProducer):
             end = segments[0][1]
             position = cursor.position
             if end is not None and position > end:
-                segments.popleft()
+                del segments[0]
                 if segments:
                     cursor.position = max(position, segments[0][0] or 0)
                 continue

@@ -16,6 +16,8 @@ from chat.protocol.interactions import Interaction
 class ListStream(StreamProducer):
     """Sends ``items`` (JSON payloads) as ``next`` frames, then ``complete``."""
 
+    __slots__ = ("index", "items")
+
     def __init__(
         self,
         outbound: Outbound,

@@ -14,7 +14,7 @@ cannot starve the statistics channel. Frames are joined into writes of about
 
 from __future__ import annotations
 
-from collections import deque
+import contextlib
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -68,6 +68,23 @@ class FlushScheduler:
 class Outbound:
     """All outbound traffic of one connection, and its producer towards the transport."""
 
+    __slots__ = (
+        "after_flush",
+        "bytes_written",
+        "closed",
+        "control",
+        "frames",
+        "interactions",
+        "pause_reading",
+        "paused",
+        "pauses",
+        "queue",
+        "resume_reading",
+        "scheduler",
+        "streams",
+        "write",
+    )
+
     def __init__(
         self,
         interactions: Interactions,
@@ -83,7 +100,7 @@ class Outbound:
         self.pause_reading = pause_reading
         self.resume_reading = resume_reading
         self.streams: dict[int, StreamProducer] = {}
-        self.queue: deque[StreamProducer] = deque()
+        self.queue: list[StreamProducer] = []  # streams with something to send, in turn order
         self.control: list[bytes] = []
         self.paused = False
         self.closed = False
@@ -156,8 +173,9 @@ class Outbound:
         if self.streams.get(stream.interaction.id) is stream:
             del self.streams[stream.interaction.id]
         if stream.queued:
-            self.queue.remove(stream)
             stream.queued = False
+            with contextlib.suppress(ValueError):  # not there while its turn is being run
+                self.queue.remove(stream)
 
     # Control frames and writing
 
@@ -189,17 +207,20 @@ class Outbound:
             if self.closed:
                 return
         size = sum(map(len, out))
-        queue = self.queue
-        while queue and not self.paused:
-            stream = queue.popleft()
-            stream.queued = False
-            if stream.stopped:
-                continue
-            size += stream.produce(out, SLICE_BYTES)
-            if size >= WRITE_SIZE:
-                self._write(out, size)
-                out = []
-                size = 0
+        while self.queue and not self.paused:
+            turn, self.queue = self.queue, []  # streams woken during this turn go next
+            for index, stream in enumerate(turn):
+                if self.paused:  # the transport filled up: the rest keep their places
+                    self.queue[:0] = turn[index:]
+                    break
+                stream.queued = False
+                if stream.stopped:
+                    continue
+                size += stream.produce(out, SLICE_BYTES)
+                if size >= WRITE_SIZE:
+                    self._write(out, size)
+                    out = []
+                    size = 0
         if out:
             self._write(out, size)
 

@@ -32,6 +32,8 @@ ParseChange = Callable[[object, StatisticsOptions], StatisticsOptions]
 class StatisticsStream(StreamProducer):
     """Sends ``snapshot(ids)`` now and every ``period`` seconds, as credit allows."""
 
+    __slots__ = ("clock", "options", "parse_change", "ready_snapshot", "snapshot", "timer")
+
     def __init__(
         self,
         outbound: Outbound,

@@ -42,13 +42,23 @@ class StreamProducer:
     timers), :meth:`release`, which runs exactly once when the stream ends for any reason.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "interaction",
+        "on_release",
+        "outbound",
+        "paused",
+        "queued",
+        "stopped",
+    )
+
     def __init__(self, outbound: Outbound, interaction: Interaction) -> None:
         self.outbound = outbound
         self.interaction = interaction
         self.paused = False
         self.stopped = False
         self.queued = False  # set by Outbound while the stream waits in its ready queue
-        self.on_release: list[Callable[[], None]] = []  # run once when the stream stops
+        self.on_release: Callable[[], None] | None = None  # called once when the stream stops
 
     # IPushProducer
 
@@ -63,8 +73,8 @@ class StreamProducer:
         if not self.stopped:
             self.stopped = True
             self.release()
-            for callback in self.on_release:
-                callback()
+            if self.on_release is not None:
+                self.on_release()
 
     # For subclasses and the connection
 

@@ -9,9 +9,10 @@ instead of being decoded and encoded again for each recipient.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard
+
+import orjson
 
 from chat.protocol.errors import BadFrame, ErrorCode
 
@@ -78,10 +79,6 @@ ClientFrame = Request | Fire | Stream | Channel | Next | Complete | Cancel | Req
 SERVER_ONLY_TYPES: Final = frozenset({"response", "error"})
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -95,10 +92,9 @@ def _usable_id(value: object) -> int | None:
 def parse_frame(text: str | bytes) -> ClientFrame:
     """Parse one text message into a client frame, or raise :class:`BadFrame` saying why."""
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadFrame("frame is nested too deeply to parse") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        # orjson is strict: no NaN/Infinity, no lone surrogates, at most 1024 levels deep.
         raise BadFrame(f"frame is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise BadFrame(f"frame must be a JSON object, got {type(obj).__name__}")
@@ -182,21 +178,9 @@ _PARSERS = {
     "request_n": _parse_request_n,
 }
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_dumps_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
 def encode_json(value: JSON) -> bytes:
-    """Compact UTF-8 JSON, the encoding of every byte this server sends.
-
-    A lone surrogate (which JSON escapes like ``"\ud800"`` can smuggle into a string) has no
-    UTF-8 form; such a value is sent ASCII-escaped instead, which is still valid JSON.
-    """
-    text = _dumps(value)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return _dumps_ascii(value).encode()
+    """Compact UTF-8 JSON, the encoding of every byte this server sends (orjson)."""
+    return orjson.dumps(value)
 
 
 def encode_response(frame_id: int, data: JSON) -> bytes:

@@ -133,6 +133,8 @@ class Interactions:
     :meth:`fail` and :meth:`next_prefix` to build outgoing frames.
     """
 
+    __slots__ = ("bad_in_row", "max_bad_in_row", "max_open", "on_error", "open")
+
     def __init__(
         self,
         max_open: int = DEFAULT_MAX_OPEN,

@@ -119,7 +119,7 @@ def messages(ctx: ChatConnection, interaction: Interaction, data: object) -> Str
     session = _session(ctx)
     feed = FeedStream(ctx.outbound, interaction, ctx.store, session.username, since)
     session.feeds.add(feed)
-    feed.on_release.append(lambda: session.feeds.discard(feed))
+    feed.on_release = lambda: session.feeds.discard(feed)
     for channel, join_seq in session.channels.items():
         feed.follow(channel, join_seq)
     return feed
