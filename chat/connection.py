@@ -84,6 +84,7 @@ class ChatConnection:
     """The server side of one WebSocket connection."""
 
     __slots__ = (
+        "__weakref__",
         "auth_failures",
         "close",
         "hub",

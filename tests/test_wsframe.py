@@ -92,3 +92,68 @@ def test_frames_concatenate_into_a_parsable_stream() -> None:
         seen.append(stream[start : start + length])
         offset = start + length
     assert seen == payloads
+
+
+# --- the server's fast path for client frames ---------------------------------------------
+
+import os as _os  # noqa: E402
+import struct as _struct  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from chat.protocol.wsframe import split_text_frames  # noqa: E402
+
+
+def client_frame(payload: bytes, first: int = 0x81, masked: bool = True) -> bytes:
+    """A client frame built independently of the code under test."""
+    n = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        head = _struct.pack("!BB", first, mask_bit | n)
+    elif n < 65536:
+        head = _struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        head = _struct.pack("!BBQ", first, mask_bit | 127, n)
+    if not masked:
+        return head + payload
+    key = _os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+@given(st.lists(st.text(max_size=300), max_size=8))
+def test_split_text_frames_returns_every_simple_frame(texts: list[str]) -> None:
+    data = b"".join(client_frame(t.encode()) for t in texts)
+    payloads, used = split_text_frames(data, 65536)
+    assert [p.decode() for p in payloads] == texts and used == len(data)
+
+
+@pytest.mark.parametrize(
+    "stopper",
+    [
+        client_frame(b"x", first=0x82),  # binary
+        client_frame(b"x", first=0x01),  # not final: a fragment
+        client_frame(b"x", first=0x89),  # ping
+        client_frame(b"x", first=0x88),  # close
+        client_frame(b"x", first=0xC1),  # RSV1 set
+        client_frame(b"x", masked=False),  # unmasked
+        client_frame(b"\xff\xfe"),  # invalid UTF-8: the full parser closes with 1007
+        client_frame(b"y" * 70_000),  # 64-bit length: over any limit we use
+    ],
+)
+def test_split_text_frames_stops_at_anything_not_simple(stopper: bytes) -> None:
+    before = client_frame(b'{"type":"cancel","id":1}')
+    payloads, used = split_text_frames(before + stopper + client_frame(b"after"), 65536)
+    assert payloads == [b'{"type":"cancel","id":1}'] and used == len(before)
+
+
+def test_split_text_frames_waits_for_the_rest_of_an_incomplete_frame() -> None:
+    whole = client_frame(b"y" * 2000)
+    first = client_frame(b"first")
+    assert split_text_frames(first + whole[:-1], 65536) == ([b"first"], len(first))
+    assert split_text_frames(whole[:3], 65536) == ([], 0)
+
+
+def test_split_text_frames_leaves_oversize_frames_to_the_full_parser() -> None:
+    payloads, used = split_text_frames(client_frame(b"z" * 1000), 999)
+    assert payloads == [] and used == 0

@@ -27,3 +27,49 @@ def text_frame_header(length: int) -> bytes:
 def text_frame(payload: bytes) -> bytes:
     """One complete WebSocket text frame carrying ``payload`` (UTF-8 JSON)."""
     return text_frame_header(len(payload)) + payload
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the repeating 4-byte ``mask`` (RFC 6455 section 5.3)."""
+    length = len(payload)
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        length, "little"
+    )
+
+
+def split_text_frames(buffer: bytes, max_payload: int) -> tuple[list[bytes], int]:
+    """The payloads of the complete, simple client text frames at the start of ``buffer``.
+
+    A *simple* frame is final (FIN), unfragmented, masked, has no RSV bits, is a text frame
+    (opcode 1) no longer than ``max_payload``, and carries valid UTF-8: by far the most common
+    client frame. Scanning stops at the first frame that is incomplete or not simple, so the
+    caller can hand the rest (control frames, fragments, errors) to a full WebSocket parser.
+    Returns the unmasked payloads and how many bytes of ``buffer`` they took.
+    """
+    payloads: list[bytes] = []
+    offset = 0
+    end = len(buffer)
+    while end - offset >= 6:
+        first, second = buffer[offset], buffer[offset + 1]
+        if first != _FIN_TEXT or not second & 0x80:
+            break
+        length = second & 0x7F
+        head = offset + 2
+        if length == 126:
+            if end - head < 2:
+                break
+            length = int.from_bytes(buffer[head : head + 2], "big")
+            head += 2
+        elif length == 127:
+            break  # over 64 KiB: leave it to the full parser and its size limit
+        if length > max_payload or end - head < 4 + length:
+            break
+        payload = _unmask(buffer[head + 4 : head + 4 + length], buffer[head : head + 4])
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            break  # the full parser closes with 1007
+        payloads.append(payload)
+        offset = head + 4 + length
+    return payloads, offset
