@@ -1,7 +1,7 @@
 """The ``statistics`` channel: a ticker that sends a snapshot at once and then every period.
 
-Only the newest snapshot is ever held: a tick that finds the stream paused or without credit
-is skipped, not queued, so a client that stops reading costs one small dict at most. A client
+A snapshot is taken when it is written, so it is never stale, and at most one is ever due: a
+tick that finds the stream paused or without credit is skipped, not queued. A client
 ``next`` changes the ids and/or the period; the change sends a snapshot at once and restarts
 the period. Invalid changes end the interaction with ``invalid_data``.
 """
@@ -32,7 +32,7 @@ ParseChange = Callable[[object, StatisticsOptions], StatisticsOptions]
 class StatisticsStream(StreamProducer):
     """Sends ``snapshot(ids)`` now and every ``period`` seconds, as credit allows."""
 
-    __slots__ = ("clock", "options", "parse_change", "ready_snapshot", "snapshot", "timer")
+    __slots__ = ("clock", "due", "options", "parse_change", "snapshot", "timer")
 
     def __init__(
         self,
@@ -48,7 +48,7 @@ class StatisticsStream(StreamProducer):
         self.snapshot = snapshot
         self.options = options
         self.parse_change = parse_change
-        self.ready_snapshot: bytes | None = None
+        self.due = False  # a snapshot is to be sent, taken when it is written
         self.timer: IDelayedCall | None = None
 
     def start(self) -> None:
@@ -65,22 +65,21 @@ class StatisticsStream(StreamProducer):
     def _restart(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
-        self.ready_snapshot = encode_json(self.snapshot(self.options.ids))
+        self.due = True
         self.timer = self.clock.callLater(self.options.period, self._tick)
         self.wake()
 
     def _tick(self) -> None:
         self.timer = self.clock.callLater(self.options.period, self._tick)
         if not self.paused and self.allowance(1):
-            self.ready_snapshot = encode_json(self.snapshot(self.options.ids))
+            self.due = True
             self.wake()
 
     def produce(self, out: list[bytes], budget: int) -> int:
-        payload = self.ready_snapshot
-        if payload is None or self.paused or self.stopped or not self.allowance(1):
+        if not self.due or self.paused or self.stopped or not self.allowance(1):
             return 0
-        self.ready_snapshot = None
-        frame = self.frame_item(payload)
+        self.due = False
+        frame = self.frame_item(encode_json(self.snapshot(self.options.ids)))
         out.append(frame)
         self.spend(1)
         return len(frame)
