@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from chat.settings import parse_duration
+
 VERSION = "v1"
 MIN_SECRET_BYTES = 16
 
@@ -57,21 +59,6 @@ def read_secret(path: str) -> bytes:
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(f"the secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
     return secret
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` as seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    scale = units.get(text[-1:], 0)
-    number = text[:-1] if scale else text
-    try:
-        value = float(number) * (scale or 1)
-    except ValueError:
-        raise ValueError(f"not a duration: {text!r} (try 90s, 15m, 1h, 7d)") from None
-    if value <= 0:
-        raise ValueError(f"a duration must be positive, got {text!r}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:

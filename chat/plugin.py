@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from chat.auth import read_secret
 from chat.logs import JSON_OBSERVER
-from chat.settings import Settings
+from chat.settings import Settings, parse_duration
 
 
 def _keys(path: str) -> tuple[str, ...]:
@@ -47,9 +47,7 @@ def _seconds(value: str) -> float:
 
 
 def _age(value: str) -> float:
-    from chat.stores.sqlite import parse_age
-
-    return parse_age(value)
+    return parse_duration(value)
 
 
 class Options(usage.Options):
@@ -66,7 +64,24 @@ class Options(usage.Options):
             "store",
             "s",
             "sqlite:chat.db",
-            "Where logs are stored: sqlite:PATH (durable; WAL mode) or memory (gone at exit).",
+            "Where logs are stored: sqlite:PATH (durable; WAL mode), memory (gone at exit), or "
+            "redis://HOST:PORT/DB (shared by many nodes; see docs/cluster.md).",
+        ],
+        ["redis-prefix", None, "chat:", "Redis: prefix of every key and pub/sub channel."],
+        [
+            "redis-publish-prefix",
+            None,
+            "chat:publish:",
+            "Redis: PUBLISH <prefix><channel> text appends text to that channel "
+            "(from redis:bridge).",
+        ],
+        [
+            "redis-lease",
+            None,
+            10.0,
+            "Redis: seconds after which a node that stopped renewing its lease is declared "
+            "dead and its users leave their channels.",
+            _seconds,
         ],
         [
             "retention",
@@ -230,6 +245,9 @@ class Options(usage.Options):
             max_auth_failures=self["max-auth-failures"],
             allowed_origins=tuple(self["allowed-origin"]),
             api_keys=self.api_keys,
+            redis_prefix=self["redis-prefix"],
+            redis_publish_prefix=self["redis-publish-prefix"],
+            redis_lease=self["redis-lease"],
         )
 
 

@@ -12,7 +12,7 @@ class Settings:
     """Every tunable of one server; the defaults are PROTOCOL.md's limits."""
 
     listen: tuple[str, ...] = ("tcp:8080",)
-    store: str = "memory"  # "memory", or "sqlite:PATH" (twistd's default is sqlite:chat.db)
+    store: str = "memory"  # "memory", "sqlite:PATH" (twistd's default), "redis://HOST:PORT/DB"
     retention: int | None = None  # items kept per log; None: the store's default
     retention_age: float | None = None  # seconds an item is kept; None: no age limit
     sync: str = "full"  # SQLite: "full" (durable on power loss) or "normal" (on process crash)
@@ -32,3 +32,22 @@ class Settings:
     max_auth_failures: int = 5  # failed token logins before the connection is closed (1008)
     allowed_origins: tuple[str, ...] = ()  # empty: same host, or no Origin header
     api_keys: tuple[str, ...] = ()  # Bearer keys of POST /api/publish; empty: API off
+    # Redis (--store redis://...): many nodes share one Redis; see docs/cluster.md.
+    redis_prefix: str = "chat:"  # prefix of every key and pub/sub channel of the store
+    redis_publish_prefix: str = "chat:publish:"  # PUBLISH <prefix><channel> text: the bridge
+    redis_lease: float = 10.0  # seconds after which a silent node is declared dead
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` as seconds (token lifetimes, retention ages)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    scale = units.get(text[-1:], 0)
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (try 45s, 30m, 12h, 7d)") from None
+    if value <= 0:
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return value

@@ -15,10 +15,10 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from chat.auth import TokenError, issue_token, parse_duration, verify_token
+from chat.auth import TokenError, issue_token, verify_token
 from chat.client import ChatError, connect
 from chat.server import make_hub
-from chat.settings import Settings
+from chat.settings import Settings, parse_duration
 from chat.web.origins import origin_allowed
 from chat.web.site import make_site
 from tests.conftest import start_server, stop_server
@@ -58,7 +58,7 @@ def test_durations() -> None:
         3600,
         604800,
     ]
-    for bad in ["", "h", "-1h", "soon"]:
+    for bad in ["", "h", "-1h", "0m", "3x", "soon"]:
         with pytest.raises(ValueError):
             parse_duration(bad)
 

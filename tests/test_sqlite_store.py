@@ -27,7 +27,6 @@ from chat.stores.sqlite import (
     StoreClosed,
     StoreOpenError,
     StoreWriteError,
-    parse_age,
     with_seq,
 )
 from tests.helpers import twistd_path, within
@@ -74,17 +73,6 @@ def rows(path: Path, sql: str, *args: Any) -> list[Any]:
 def test_with_seq_matches_encoding_the_whole_item() -> None:
     assert with_seq(b'{"a":1}', 7, 9) == b'{"a":1,"seq":7,"ts":9}'
     assert with_seq(b"{}", 1, 2) == b'{"seq":1,"ts":2}'
-
-
-def test_parse_age() -> None:
-    assert parse_age("7d") == 7 * 86_400
-    assert parse_age("12h") == 12 * 3_600
-    assert parse_age("30m") == 1_800
-    assert parse_age("45s") == 45
-    assert parse_age("90") == 90
-    for bad in ["", "3x", "-1h", "0m", "h"]:
-        with pytest.raises(ValueError):
-            parse_age(bad)
 
 
 @ensure

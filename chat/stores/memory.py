@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from chat.protocol.frames import encode_json
+from chat.stores.directory import Directory
 from chat.stores.interface import ILogStore, Listener, LogItem
 
 DEFAULT_RETENTION: Final = 10_000
@@ -72,7 +73,7 @@ class RingLog:
 
 
 @implementer(ILogStore)
-class MemoryLogStore:
+class MemoryLogStore(Directory):
     """An :class:`ILogStore` in memory: for tests and throwaway runs (``--store memory``)."""
 
     def __init__(
@@ -84,8 +85,7 @@ class MemoryLogStore:
         self.clock_ms = clock_ms
         self.epoch = uuid.uuid4().hex
         self._logs: dict[str, RingLog] = {}
-        self._channels: set[str] = set()
-        self._users: set[str] = set()
+        self.load_directory()
 
     def _log(self, log: str) -> RingLog:
         ring = self._logs.get(log)
@@ -131,24 +131,6 @@ class MemoryLogStore:
         ring = self._logs.get(log)
         if ring is not None:
             ring.listeners.pop(listener, None)
-
-    def add_channel(self, channel: str) -> None:
-        self._channels.add(channel)
-
-    def channels(self) -> Sequence[str]:
-        return sorted(self._channels)
-
-    def has_channel(self, channel: str) -> bool:
-        return channel in self._channels
-
-    def channel_count(self) -> int:
-        return len(self._channels)
-
-    def remember_user(self, username: str) -> None:
-        self._users.add(username)
-
-    def knows_user(self, username: str) -> bool:
-        return username in self._users
 
     def ping(self) -> Deferred[None]:
         return succeed(None)

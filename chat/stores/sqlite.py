@@ -45,6 +45,7 @@ from zope.interface import implementer
 
 from chat.protocol.frames import encode_json
 from chat.stores._sqlite_threads import Job, Stop, Worker
+from chat.stores.directory import Directory, Table
 from chat.stores.interface import ILogStore, Listener, LogItem
 from chat.stores.memory import wall_clock_ms
 
@@ -342,23 +343,8 @@ def load(path: str, sync: str) -> tuple[str, dict[str, tuple[int, int]], set[str
         connection.close()
 
 
-def parse_age(text: str) -> float:
-    """``7d``, ``12h``, ``30m``, ``45s`` (or plain seconds) as seconds."""
-    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
-    text = text.strip().lower()
-    scale = units.get(text[-1:])
-    number = text[:-1] if scale is not None else text
-    try:
-        value = float(number) * (scale or 1)
-    except ValueError:
-        raise ValueError(f"an age looks like 7d, 12h, 30m or 45s, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"an age must be positive, got {text!r}")
-    return value
-
-
 @implementer(ILogStore)
-class SqliteLogStore:
+class SqliteLogStore(Directory):
     """An :class:`ILogStore` in one SQLite file: the durable default (``sqlite:chat.db``)."""
 
     def __init__(
@@ -385,9 +371,10 @@ class SqliteLogStore:
         self.cache = min(max(1, cache), retention)
         self.clock_ms = clock_ms
         try:
-            self.epoch, lasts, self._channels, self._users = load(self.path, sync)
+            self.epoch, lasts, channels, users = load(self.path, sync)
         except sqlite3.Error as exc:
             raise StoreOpenError(f"cannot open the SQLite store {self.path}: {exc}") from None
+        self.load_directory(channels, users)
         self._logs = {
             key: LogState(last, floor, self.cache) for key, (last, floor) in lasts.items()
         }
@@ -546,29 +533,9 @@ class SqliteLogStore:
 
     # Directory
 
-    def add_channel(self, channel: str) -> None:
-        if channel not in self._channels:
-            self._channels.add(channel)
-            if self._closing is None:
-                self._writer.put(Name("channels", channel))
-
-    def channels(self) -> Sequence[str]:
-        return sorted(self._channels)
-
-    def has_channel(self, channel: str) -> bool:
-        return channel in self._channels
-
-    def channel_count(self) -> int:
-        return len(self._channels)
-
-    def remember_user(self, username: str) -> None:
-        if username not in self._users:
-            self._users.add(username)
-            if self._closing is None:
-                self._writer.put(Name("users", username))
-
-    def knows_user(self, username: str) -> bool:
-        return username in self._users
+    def persist_name(self, table: Table, name: str) -> None:
+        if self._closing is None:
+            self._writer.put(Name(table, name))
 
     # Tests and maintenance
 
