@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
@@ -31,7 +31,7 @@ class UnknownStore(ValueError):
     """``--store`` names a backend this server does not have."""
 
 
-STORES = "memory, sqlite:PATH"
+STORES = "memory, sqlite:PATH, redis://HOST:PORT/DB"
 
 
 def sqlite_path(store: str) -> str | None:
@@ -44,6 +44,14 @@ def sqlite_path(store: str) -> str | None:
 
 
 def check_store(store: str) -> None:
+    if store.startswith("redis:"):
+        from chat.stores.redis import parse_url
+
+        try:
+            parse_url(store)
+        except ValueError as exc:
+            raise UnknownStore(str(exc)) from None
+        return
     if store != "memory" and sqlite_path(store) is None:
         raise UnknownStore(f"unknown store {store!r}; available: {STORES}")
 
@@ -51,6 +59,15 @@ def check_store(store: str) -> None:
 def open_store(settings: Settings) -> ILogStore:
     """The store ``settings.store`` describes; raises StoreOpenError naming a bad file."""
     check_store(settings.store)
+    if settings.store.startswith("redis:"):
+        from chat.stores.redis import DEFAULT_RETENTION as REDIS_RETENTION
+        from chat.stores.redis import RedisLogStore
+
+        return RedisLogStore(
+            settings.store,
+            prefix=settings.redis_prefix,
+            retention=settings.retention or REDIS_RETENTION,
+        )
     path = sqlite_path(settings.store)
     if path is None:
         return MemoryLogStore(retention=settings.retention or MEMORY_RETENTION)
@@ -65,7 +82,22 @@ def open_store(settings: Settings) -> ILogStore:
 
 
 def make_hub(settings: Settings, reactor: IReactorTime) -> Hub:
-    return Hub(ChatService(open_store(settings)), router, settings, reactor)
+    store = open_store(settings)
+    presence = None
+    from chat.stores.redis import RedisLogStore
+
+    if isinstance(store, RedisLogStore):
+        from chat.service.presence_redis import RedisPresence, start_bridge
+
+        presence = RedisPresence(store, lease=settings.redis_lease)
+    service = ChatService(store, presence=presence)
+    if presence is not None:
+        assert isinstance(store, RedisLogStore)
+        presence.service = service
+        start_bridge(
+            service, store, presence, settings.redis_publish_prefix, settings.max_content_length
+        )
+    return Hub(service, router, settings, reactor)
 
 
 class ChatServerService(MultiService):
@@ -83,6 +115,27 @@ class ChatServerService(MultiService):
         for description in settings.listen:
             endpoint = serverFromString(reactor, description)
             StreamServerEndpointService(endpoint, site).setServiceParent(self)
+
+    def startService(self) -> None:
+        """Start listening; with a Redis store, only once this node has loaded its state."""
+        from chat.service.presence_redis import RedisPresence
+        from chat.stores.redis import RedisLogStore
+
+        store = self.hub.service.store
+        presence = self.hub.service.presence
+        if not isinstance(store, RedisLogStore):
+            super().startService()
+            return
+        Service.startService(self)
+
+        def ready(_: object) -> None:
+            if isinstance(presence, RedisPresence):
+                presence.start()
+            if self.running:
+                for service in self:
+                    service.startService()
+
+        store.start().addCallback(ready)
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, close every connection with 1001, then let the store close.
@@ -102,7 +155,13 @@ class ChatServerService(MultiService):
         def end_sessions(_: object) -> Deferred[None]:
             for connection in list(hub.connections):
                 connection.connection_lost()
-            return hub.service.store.close()
+            presence = hub.service.presence
+            stop = getattr(presence, "stop", None)
+            if stop is None:
+                return hub.service.store.close()
+            # Redis: let the leave items be appended, then give up the node's lease.
+            d: Deferred[None] = maybeDeferred(stop)
+            return d.addBoth(lambda _: hub.service.store.close())
 
         return stopped.addBoth(end_sessions)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from zope.interface.verify import verifyObject
 from chat.protocol.frames import encode_json
 from chat.stores.interface import ILogStore, LogItem, channel_log, inbox_log
 from chat.stores.memory import MemoryLogStore
+from chat.stores.redis import RedisLogStore
 from chat.stores.sqlite import SqliteLogStore
 from tests.helpers import within
+from tests.redis_fixtures import shared_redis_url
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -50,6 +53,15 @@ BACKENDS: list[Backend] = [
         lambda c: SqliteLogStore(
             c.tmp_path / "chat.db", retention=c.retention, clock_ms=c.clock_ms
         ),
+    ),
+    Backend(
+        "redis",  # a real redis-server on a free port; a fresh key prefix per store
+        lambda c: RedisLogStore(
+            shared_redis_url(),
+            prefix=f"test:{uuid.uuid4().hex}:",
+            retention=c.retention,
+            clock_ms=c.clock_ms,
+        ).start(),
     ),
 ]
 

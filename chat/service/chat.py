@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chat.producers.feed import FeedStream
 from chat.protocol.errors import ErrorCode, RouteError
+from chat.service.presence import LocalPresence, Presence
 from chat.stores.interface import ILogStore, LogItem, channel_log, inbox_log
 
 log = Logger()
@@ -60,10 +61,19 @@ class Session:
 class ChatService:
     """Sessions, channels and counters over one log store."""
 
-    def __init__(self, store: ILogStore, memory: Callable[[], int] = resident_memory) -> None:
+    def __init__(
+        self,
+        store: ILogStore,
+        memory: Callable[[], int] = resident_memory,
+        presence: Presence | None = None,
+    ) -> None:
         self.store = store
         self.memory = memory
+        # Who is logged in and in which channel on every node; sessions and members below are
+        # this node's own.
+        self.presence: Presence = presence if presence is not None else LocalPresence()
         self.sessions: dict[str, Session] = {}
+        self.claims: dict[str, str] = {}  # username -> session id, while the claim runs
         self.members: dict[str, dict[str, Session]] = {}
         self.connection_count = 0
         self.message_count = 0  # items appended to any log since start
@@ -71,12 +81,46 @@ class ChatService:
 
     # Sessions
 
+    def claim(self, username: str) -> Deferred[None]:
+        """Reserve ``username`` on every node for a login; then call :meth:`login`.
+
+        Fails with ``username_taken`` when a live session (on any node) holds it. With the
+        in-process presence it fires at once.
+        """
+        if username in self.sessions or username in self.claims:
+            return fail(_taken(username))
+        session_id = self.claims[username] = uuid.uuid4().hex
+
+        def claimed(ok: bool) -> None:
+            if not ok:
+                self.claims.pop(username, None)
+                raise _taken(username)
+
+        def failed(failure: Failure) -> Failure:
+            self.claims.pop(username, None)
+            return _unreachable(failure)
+
+        return self.presence.claim(username, session_id).addCallbacks(claimed, failed)
+
+    def unclaim(self, username: str) -> None:
+        """A claimed username will not log in after all (its connection closed)."""
+        session_id = self.claims.pop(username, None)
+        if session_id is not None:
+            self.presence.release(username, session_id)
+
     def login(self, username: str) -> Session:
+        """The session of a claimed ``username`` (claims it here if nobody did)."""
         if username in self.sessions:
-            raise RouteError(
-                ErrorCode.USERNAME_TAKEN, f"{username!r} is logged in on another connection"
-            )
-        session = self.sessions[username] = Session(username)
+            raise _taken(username)
+        session = Session(username)
+        session_id = self.claims.pop(username, None)
+        if session_id is not None:
+            session.session_id = session_id
+        else:
+            claimed = self.presence.claim(username, session.session_id)
+            if not (claimed.called and _result(claimed)):
+                raise _taken(username)  # only the in-process presence answers at once
+        self.sessions[username] = session
         self.store.remember_user(username)
         return session
 
@@ -88,6 +132,7 @@ class ChatService:
         session.feeds.clear()
         if self.sessions.get(session.username) is session:
             del self.sessions[session.username]
+            self.presence.release(session.username, session.session_id)
         for channel in list(session.channels):
             self.leave(session, channel).addErrback(self._leave_failed, session, channel)
 
@@ -103,7 +148,10 @@ class ChatService:
     # Channels
 
     def users_in(self, channel: str) -> list[str]:
-        return sorted(self.members.get(channel, ()))
+        return self.presence.users_in(channel)
+
+    def member_count(self, channel: str) -> int:
+        return self.presence.member_count(channel)
 
     def join(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
         return self._after_pending(session, channel, self._join)
@@ -141,7 +189,7 @@ class ChatService:
             answer = {
                 "channel": channel,
                 "seq": self.store.last_seq(log),
-                "users": len(self.members.get(channel, ())),
+                "users": self.presence.member_count(channel),
             }
             return succeed(answer)
         self.store.add_channel(channel)
@@ -152,9 +200,10 @@ class ChatService:
             else:
                 session.channels[channel] = item.seq
                 self.members.setdefault(channel, {})[session.username] = session
+                self.presence.joined(channel, session.username)
                 for feed in list(session.feeds):
                     feed.follow(channel, item.seq)
-            users = len(self.members.get(channel, ()))
+            users = self.presence.member_count(channel)
             return {"channel": channel, "seq": item.seq, "users": users}
 
         fields = {"kind": "join", "channel": channel, "from": session.username}
@@ -167,6 +216,7 @@ class ChatService:
         members = self.members.get(channel, {})
         if members.get(session.username) is session:
             del members[session.username]
+            self.presence.left(channel, session.username)
 
         def left(item: LogItem) -> dict[str, Any]:
             for feed in list(session.feeds):
@@ -195,7 +245,18 @@ class ChatService:
         self, session: Session, username: str, content: str
     ) -> Deferred[dict[str, Any]]:
         if not self.store.knows_user(username):
-            raise RouteError(ErrorCode.NOT_FOUND, f"no user {username!r} has ever logged in")
+            # A store shared by several nodes may know more than this node has heard yet.
+            find_user = getattr(self.store, "find_user", None)
+            if find_user is None:
+                raise _unknown_user(username)
+
+            def found(known: bool) -> Deferred[dict[str, Any]]:
+                if not known:
+                    raise _unknown_user(username)
+                return self.send_private(session, username, content)
+
+            d: Deferred[bool] = find_user(username)
+            return d.addCallbacks(found, _unreachable)
         fields = {
             "kind": "message",
             "channel": None,
@@ -228,16 +289,39 @@ class ChatService:
             self.append_latency(time.perf_counter() - started)
             return item
 
-        return self.store.append(log, fields).addCallback(counted)
+        return self.store.append(log, fields).addCallbacks(counted, _unreachable)
 
     # Statistics
 
     def statistics(self, ids: Sequence[str]) -> dict[str, int]:
         values = {
-            "users": lambda: len(self.sessions),
+            "users": self.presence.user_count,
             "channels": self.store.channel_count,
             "connections": lambda: self.connection_count,
             "messages": lambda: self.message_count,
             "memory": self.memory,
         }
         return {STATISTICS_FIELDS[i]: values[i]() for i in ids}
+
+
+def _unreachable(failure: Failure) -> Failure:
+    """A store that cannot be reached now (Redis away): ``internal``, saying so plainly."""
+    if failure.check(ConnectionError):
+        message = f"the message store is unreachable ({failure.value}); retry shortly"
+        return Failure(RouteError(ErrorCode.INTERNAL, message))
+    return failure
+
+
+def _unknown_user(username: str) -> RouteError:
+    return RouteError(ErrorCode.NOT_FOUND, f"no user {username!r} has ever logged in")
+
+
+def _taken(username: str) -> RouteError:
+    return RouteError(ErrorCode.USERNAME_TAKEN, f"{username!r} is logged in on another connection")
+
+
+def _result(d: Deferred[bool]) -> bool:
+    """The result of a Deferred that has fired (errors count as False)."""
+    box: list[bool] = []
+    d.addCallbacks(box.append, lambda _: box.append(False))
+    return bool(box and box[0])

@@ -7,6 +7,7 @@ stream producer that will deliver the items (streams and channels).
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from chat.auth import TokenError, verify_token
@@ -32,6 +33,7 @@ PERIOD_MIN: Final = 0.1
 PERIOD_MAX: Final = 3600.0
 
 router = Router()
+_logging_in: weakref.WeakSet[ChatConnection] = weakref.WeakSet()  # a claim is in flight
 
 
 def _session(ctx: ChatConnection) -> Session:
@@ -40,7 +42,7 @@ def _session(ctx: ChatConnection) -> Session:
 
 
 @router.request("login", login=False)
-def login(ctx: ChatConnection, data: object) -> dict[str, Any]:
+def login(ctx: ChatConnection, data: object) -> Any:
     fields = v.obj(data, "login")
     if ctx.session is not None:
         raise v.invalid(f"this connection is already logged in as {ctx.session.username!r}")
@@ -51,8 +53,23 @@ def login(ctx: ChatConnection, data: object) -> dict[str, Any]:
         except TokenError as exc:
             ctx.auth_failed()
             raise RouteError(ErrorCode.UNAUTHENTICATED, str(exc)) from None
-    session = ctx.login(username)
-    return {"username": username, "session_id": session.session_id, "epoch": ctx.store.epoch}
+    if ctx in _logging_in:
+        raise v.invalid("this connection is already logging in")
+    _logging_in.add(ctx)
+
+    def claimed(_: object) -> dict[str, Any]:
+        _logging_in.discard(ctx)
+        if ctx.lost:  # the connection closed while the claim was in flight
+            ctx.service.unclaim(username)
+            raise RouteError(ErrorCode.INTERNAL, "the connection closed")
+        session = ctx.login(username)
+        return {"username": username, "session_id": session.session_id, "epoch": ctx.store.epoch}
+
+    def failed(failure: Any) -> Any:
+        _logging_in.discard(ctx)
+        return failure
+
+    return ctx.service.claim(username).addCallbacks(claimed, failed)
 
 
 @router.request("message")
@@ -92,11 +109,8 @@ def channel_leave(ctx: ChatConnection, data: object) -> Any:
 
 @router.stream("channels")
 def channels(ctx: ChatConnection, interaction: Interaction, data: object) -> StreamProducer:
-    members = ctx.service.members
-    items = [
-        encode_json({"channel": name, "users": len(members.get(name, ()))})
-        for name in ctx.store.channels()
-    ]
+    count = ctx.service.member_count
+    items = [encode_json({"channel": name, "users": count(name)}) for name in ctx.store.channels()]
     return ListStream(ctx.outbound, interaction, items)
 
 
@@ -175,7 +189,7 @@ def statistics(ctx: ChatConnection, interaction: Interaction, data: object) -> S
 
 def _change(data: object, current: StatisticsOptions) -> StatisticsOptions:
     fields = v.obj(data, "statistics")
-    if "ids" not in fields and "period_seconds" not in fields:
+    if fields.get("ids") is None and fields.get("period_seconds") is None:
         raise v.invalid('a change needs "ids" and/or "period_seconds"')
     return _statistics_options(fields, current)
 
