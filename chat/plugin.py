@@ -87,7 +87,8 @@ class Options(usage.Options):
             "retention",
             None,
             None,
-            "Items kept per channel and inbox log [default: 100000 for sqlite, 10000 for memory].",
+            "Items kept per channel and inbox log [default: 100000 for sqlite, 10000 for redis "
+            "and memory].",
             _positive,
         ],
         [
