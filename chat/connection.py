@@ -47,6 +47,7 @@ class Hub:
         self.errors: Counter[str] = Counter()  # error frames sent, by code
         self.closes: Counter[int] = Counter()  # connections closed, by WebSocket close code
         self.when_empty: list[Deferred[None]] = []
+        self.pongs_excused = 0  # ping timeouts forgiven because a client was merely slow
 
     def count_error(self, code: ErrorCode) -> None:
         self.errors[code.value] += 1

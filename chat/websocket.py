@@ -15,6 +15,10 @@ Client side, :func:`connect` opens a connection for the Python client library
 
 from __future__ import annotations
 
+import fcntl
+import socket
+import struct
+import termios
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -91,6 +95,8 @@ class ServerProtocol(WebSocketServerProtocol):
             payloads, used = split_text_frames(self.data, self.factory.hub.settings.max_frame_size)
             if used:
                 self.data = self.data[used:]
+                if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                    self._cancelAutoPingTimeoutCall()  # as Autobahn does for any data frame
                 for payload in payloads:
                     if self.state != self.STATE_OPEN:
                         break  # closing: the rest is moot
@@ -98,6 +104,26 @@ class ServerProtocol(WebSocketServerProtocol):
                 return len(self.data) > 0
         result: bool = super().processData()
         return result
+
+    def onAutoPingTimeout(self) -> None:
+        """No pong in time: drop the peer, unless it is merely slow.
+
+        A client that does not read has not seen the ping, and while our buffer is full we do
+        not read it either: that is a slow consumer, which this server never disconnects. So
+        when data is waiting for the peer (our producer is paused, or the kernel holds bytes
+        the peer has not taken) and the peer's TCP still acknowledges (no retransmissions),
+        wait another timeout; the pong comes once it reads. A peer that is gone stops
+        acknowledging, and is dropped.
+        """
+        transport: Any = self.transport
+        connection = self.connection
+        if connection is not None and peer_is_slow_not_gone(transport, connection.outbound.paused):
+            self.factory.hub.pongs_excused += 1
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.factory.hub.settings.ping_timeout, self.onAutoPingTimeout
+            )
+            return
+        super().onAutoPingTimeout()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.connection is None:
@@ -121,6 +147,18 @@ class ServerProtocol(WebSocketServerProtocol):
         """Close with any code; ``sendClose`` refuses codes other than 1000 and 3000-4999."""
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code=int(code), reasonUtf8=reason.encode()[:123], isReply=False)
+
+
+def peer_is_slow_not_gone(transport: Any, paused: bool) -> bool:
+    """Whether data waits for a peer whose TCP stack still acknowledges (Linux)."""
+    try:
+        sock = transport.getHandle()
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (AttributeError, OSError, ValueError):
+        return paused  # no kernel view: trust backpressure alone
+    retransmits, probes = info[2], info[3]
+    return bool((paused or unsent > 0) and retransmits == 0 and probes == 0)
 
 
 class ServerFactory(WebSocketServerFactory):

@@ -8,7 +8,7 @@ import pytest_twisted
 from chat.client import ChatError, connect
 from chat.settings import Settings
 from tests.conftest import start_server, stop_server
-from tests.helpers import within
+from tests.helpers import until, within
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -105,4 +105,40 @@ async def test_a_peer_that_stops_answering_pings_is_closed_and_leaves() -> None:
     finally:
         silent.transport.resumeProducing()
         await within(watcher.close())
+        await stop_server(server)
+
+
+@ensure
+async def test_a_slow_consumer_is_not_dropped_for_missing_pongs() -> None:
+    """Keepalive must not undo backpressure: a client that does not read is not dead."""
+    import socket
+
+    server = await start_server(Settings(ping_interval=1, ping_timeout=1))
+    slow = await within(connect(server.url))
+    publisher = await within(connect(server.url))
+    try:
+        await within(slow.login("slow"))
+        feed = slow.messages(window=None)
+        await within(slow.join("flood"))
+        assert (await within(feed.next()))["seq"] == 1
+        server_side = next(
+            c for c in server.hub.connections if c.session and c.session.username == "slow"
+        )
+        server_side.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        slow.transport.pauseProducing()  # reads nothing more: sees no ping, sends no pong
+        await within(publisher.login("publisher"))
+        await within(publisher.join("flood"))  # seq 2
+        items = 4000  # about 1 MB: far more than the kernel buffers hold
+        for _batch in range(items // 250):
+            for ack in [publisher.send("flood", "x" * 200) for _ in range(250)]:
+                await within(ack)
+        await until(lambda: server.hub.pongs_excused >= 2, what="ping timeouts while stalled")
+        assert not server_side.lost and not slow.closed.called
+        slow.transport.resumeProducing()
+        received = [await within(feed.next()) for _ in range(items + 1)]
+        assert [i["seq"] for i in received] == list(range(2, items + 3))
+    finally:
+        await within(publisher.close())
+        if not slow.closed.called:
+            await within(slow.close())
         await stop_server(server)
