@@ -1,0 +1,205 @@
+"""A Markdown summary of a results file (printed at the end of ``bench.run``).
+
+``python -m bench.summary RESULTS.json`` prints it again from a saved file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+NAMES = {"chat": "chat server", "autobahn": "(a) Autobahn sendMessage", "floor": "(b) floor"}
+
+
+def _n(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and value < 100:
+        return f"{value:.2f}{unit}"
+    return f"{round(value):,}{unit}"
+
+
+def _cpu(r: dict[str, Any]) -> str:
+    load = r.get("load_cpu_pct") or {}
+    parts = []
+    if "coordinator" in load:
+        parts.append(f"{load['coordinator']:.0f}")
+    parts += [f"{w:.0f}" for w in load.get("workers", [])]
+    return "+".join(parts) + "%" if parts else "—"
+
+
+def _noise(r: dict[str, Any]) -> str:
+    """A warning when other processes used much CPU during the measurement."""
+    others = r.get("others_cpu_pct")
+    return f" ⚠ other processes {others:.0f}%" if others is not None and others > 25 else ""
+
+
+def _fail(r: dict[str, Any]) -> str | None:
+    if not r.get("ok"):
+        return f"failed: {r.get('error', '?')[:120]}"
+    return None
+
+
+def summary(report: dict[str, Any]) -> str:
+    res = report["results"]
+    lines: list[str] = []
+    targets = [t for t in NAMES if any(t in by for _s, by in _rows(res))]
+    if "fanout" in res:
+        lines += [
+            "### Fan-out (deliveries/s)",
+            "",
+            "| subscribers | " + " | ".join(NAMES[t] for t in targets) + " |",
+            "|---|" + "---|" * len(targets),
+        ]
+        for n, row in sorted(res["fanout"].items(), key=lambda kv: int(kv[0])):
+            cells = []
+            for t in targets:
+                r = row.get(t, {})
+                cells.append(
+                    _fail(r)
+                    or (
+                        f"{_n(r.get('deliveries_per_s'))}"
+                        f"{'' if r.get('complete') else ' (INCOMPLETE)'}"
+                        f" — server CPU {_n(r.get('server_cpu_pct'))}%, load CPU {_cpu(r)}"
+                        f"{_noise(r)}"
+                    )
+                )
+            lines.append(f"| {int(n):,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "latency" in res:
+        lines += [
+            "### Latency at half the maximum rate",
+            "",
+            "| target | publishes/s | deliveries/s | p50 ms | p99 ms | max ms | samples |"
+            " load CPU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t in targets:
+            r = res["latency"].get(t)
+            if r is None:
+                continue
+            if _fail(r):
+                lines.append(f"| {NAMES[t]} | {_fail(r)} |||||||")
+                continue
+            lat = r.get("latency_ms") or {}
+            note = f" ({r['fell_behind']})" if r.get("fell_behind") else ""
+            note += _noise(r)
+            lines.append(
+                f"| {NAMES[t]} | {_n(r.get('target_publishes_per_s'))}{note} | "
+                f"{_n(r.get('deliveries_per_s'))} | {_n(lat.get('p50'))} | "
+                f"{_n(lat.get('p99'))} | {_n(lat.get('max'))} | {_n(r.get('latency_samples'))} | "
+                f"{_cpu(r)} |"
+            )
+        lines.append("")
+    if "ingest" in res:
+        lines += [
+            "### Ingest (acknowledged messages/s)",
+            "",
+            "| target | acks/s | errors | server CPU | load CPU |",
+            "|---|---|---|---|---|",
+        ]
+        for t in targets:
+            r = res["ingest"].get(t)
+            if r is None:
+                continue
+            lines.append(
+                f"| {NAMES[t]} | "
+                + (
+                    _fail(r)
+                    or (
+                        f"{_n(r.get('acks_per_s'))} | {r.get('errors')} | "
+                        f"{_n(r.get('server_cpu_pct'))}% | {_cpu(r)}{_noise(r)}"
+                    )
+                )
+                + " |"
+            )
+        lines.append("")
+    if "stalled" in res:
+        lines += [
+            "### Stalled consumer",
+            "",
+            "| target | items | RSS growth checkpoint→end | total RSS growth | gap items |"
+            " caught up | catch-up items | catch-up items/s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        rows = [(NAMES[t], res["stalled"].get(t)) for t in targets]
+        if "stalled_no_ping" in res:
+            rows.insert(
+                1, (f"{NAMES['chat']}, --ping-interval 0", res["stalled_no_ping"].get("chat"))
+            )
+        for name, r in rows:
+            if r is None:
+                continue
+            t = name
+            if _fail(r):
+                lines.append(f"| {t} | {_fail(r)} |||||||")
+                continue
+            growth = r.get("rss_growth_checkpoint_to_end_kib")
+            dropped = r.get("stalled_closed_by_server")
+            lines.append(
+                f"| {t} | {_n(r.get('acked'))} | "
+                f"{_n(growth / 1024 if growth is not None else None, ' MiB')} | "
+                f"{_n(r['rss_growth_total_kib'] / 1024, ' MiB')} | {r.get('gap_count')} | "
+                f"{r.get('caught_up')}{' (dropped: ' + dropped + ')' if dropped else ''} | "
+                f"{_n(r.get('catchup_messages'))} | {_n(r.get('catchup_items_per_s'))} |"
+            )
+        lines.append("")
+    if "idle" in res:
+        lines += [
+            "### Idle connections",
+            "",
+            "| target | connections | RSS before | RSS after | bytes/connection |"
+            " idle server CPU |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in targets:
+            r = res["idle"].get(t)
+            if r is None:
+                continue
+            lines.append(
+                f"| {NAMES[t]} | "
+                + (
+                    _fail(r)
+                    or (
+                        f"{_n(r.get('connections'))} | {_n(r['rss_before_kib'] / 1024, ' MiB')} | "
+                        f"{_n(r['rss_after_kib'] / 1024, ' MiB')} | "
+                        f"{_n(r.get('rss_per_connection_bytes'))} | "
+                        f"{_n(r.get('server_cpu_pct_idle'))}%"
+                    )
+                )
+                + " |"
+            )
+        lines.append("")
+    problems = []
+    for scenario, by in res.items():
+        for key, r in _flat(scenario, by):
+            for p in r.get("server_log_problems") or []:
+                problems.append(f"- {key}: {p[:300]}")
+            for p in (r.get("probe_problems") or [])[:3] + (r.get("order_problems") or [])[:3]:
+                problems.append(f"- {key}: {p}")
+    if problems:
+        lines += ["### Problems seen", "", *problems[:40], ""]
+    return "\n".join(lines)
+
+
+def _rows(res: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(scenario, {target: result}) for every measured row."""
+    out = []
+    for scenario, by in res.items():
+        if scenario == "fanout":
+            out += [(scenario, row) for row in by.values()]
+        else:
+            out.append((scenario, by))
+    return out
+
+
+def _flat(scenario: str, by: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if scenario == "fanout":
+        return [(f"fanout-{n}/{t}", r) for n, row in by.items() for t, r in row.items()]
+    return [(f"{scenario}/{t}", r) for t, r in by.items()]
+
+
+if __name__ == "__main__":
+    print(summary(json.loads(Path(sys.argv[1]).read_text())))
