@@ -53,7 +53,7 @@ class Session:
         self.session_id = uuid.uuid4().hex
         self.channels: dict[str, int] = {}  # channel -> seq of this session's join item
         self.pending: dict[str, Deferred[Any]] = {}  # channel -> join/leave in flight
-        self.feeds: set[FeedStream] = set()
+        self.feeds: list[FeedStream] = []  # open `messages` feeds; usually one
         self.client_memory: int | None = None
         self.ended = False
 

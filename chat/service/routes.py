@@ -8,6 +8,7 @@ stream producer that will deliver the items (streams and channels).
 from __future__ import annotations
 
 import weakref
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from chat.auth import TokenError, verify_token
@@ -132,11 +133,16 @@ def messages(ctx: ChatConnection, interaction: Interaction, data: object) -> Str
         since = {}  # positions in another store's logs mean nothing here
     session = _session(ctx)
     feed = FeedStream(ctx.outbound, interaction, ctx.store, session.username, since)
-    session.feeds.add(feed)
-    feed.on_release = lambda: session.feeds.discard(feed)
+    session.feeds.append(feed)
+    feed.on_release = partial(_forget_feed, session, feed)
     for channel, join_seq in session.channels.items():
         feed.follow(channel, join_seq)
     return feed
+
+
+def _forget_feed(session: Session, feed: FeedStream) -> None:
+    if feed in session.feeds:  # logout may have let go of it already
+        session.feeds.remove(feed)
 
 
 def _since(value: object) -> dict[str, int]:
