@@ -26,6 +26,7 @@ READ_BATCH = 64  # items per read: bounds how far one read overshoots the byte b
 
 
 FRAME_OVERHEAD = 40  # WebSocket header + `{"type":"next","id":N,"data":` + `}`, about
+TRIM_FROM = 8  # shorter reads are sent whole (the live case): at most 8 items over budget
 
 
 def _within_budget(items: Sequence[LogItem], budget: int) -> Sequence[LogItem]:
@@ -54,8 +55,10 @@ class Cursor:
         self.loaded: Sequence[LogItem] | None = None
 
     def wake(self) -> None:
-        self.feed.pending[self] = None
-        self.feed.wake()
+        pending = self.feed.pending
+        if self not in pending:  # else the feed is queued already, or paused, or out of credit
+            pending[self] = None
+            self.feed.wake()
 
     def open_segment(self, start: int) -> None:
         if not self.segments:
@@ -209,7 +212,7 @@ class FeedStream(StreamProducer):
                 cursor.position = last_missing + 1
                 continue
             caught_up = len(items) < want
-            if len(items) > 1:
+            if len(items) > TRIM_FROM:
                 trimmed = _within_budget(items, budget - size)
                 caught_up = caught_up and len(trimmed) == len(items)
                 items = trimmed
