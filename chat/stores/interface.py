@@ -48,6 +48,23 @@ class LogItem:
 Listener = Callable[[], None]
 
 
+def history_bounds(
+    first: int, last: int, before: int | None, after: int | None, limit: int
+) -> tuple[int, int] | None:
+    """The seqs ``(low, high)`` a ``history`` read returns from a log holding ``first..last``.
+
+    Exclusive ``before``/``after`` bounds; when more than ``limit`` match, the newest
+    ``limit``, unless ``after`` is given, then the oldest ``limit`` after it. ``None``: none.
+    """
+    low = max(first, (after or 0) + 1)
+    high = min(last, before - 1 if before is not None else last)
+    if high < low:
+        return None
+    if after is None:
+        return max(low, high - limit + 1), high
+    return low, min(high, low + limit - 1)
+
+
 class ILogStore(Interface):
     """Append-only logs with retention, plus the directory of channels and known users."""
 

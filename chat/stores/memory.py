@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from chat.protocol.frames import encode_json
 from chat.stores.directory import Directory
-from chat.stores.interface import ILogStore, Listener, LogItem
+from chat.stores.interface import ILogStore, Listener, LogItem, history_bounds
 
 DEFAULT_RETENTION: Final = 10_000
 
@@ -63,13 +63,11 @@ class RingLog:
         return self.items[i:] + self.items[: j + 1]
 
     def between(self, before: int | None, after: int | None, limit: int) -> list[LogItem]:
-        low = max(self.first, (after or 0) + 1)
-        high = min(self.last, before - 1 if before is not None else self.last)
-        if high < low:
+        bounds = history_bounds(self.first, self.last, before, after, limit)
+        if bounds is None:
             return []
-        if after is None:
-            low = max(low, high - limit + 1)
-        return self.after(low - 1, min(limit, high - low + 1))
+        low, high = bounds
+        return self.after(low - 1, high - low + 1)
 
 
 @implementer(ILogStore)

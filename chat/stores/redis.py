@@ -46,7 +46,7 @@ from zope.interface import implementer
 from chat.protocol.frames import encode_json
 from chat.stores._redis_client import RedisConnection, RedisError, RedisUnavailable, RespProtocol
 from chat.stores.directory import Directory, Table
-from chat.stores.interface import ILogStore, Listener, LogItem
+from chat.stores.interface import ILogStore, Listener, LogItem, history_bounds
 from chat.stores.memory import wall_clock_ms
 from chat.stores.sqlite import RecentItems
 
@@ -416,14 +416,10 @@ class RedisLogStore(Directory):
         state = self._logs.get(log)
         if state is None:
             return succeed([])
-        low = max(self._first(state), (after or 0) + 1)
-        high = min(state.last, before - 1 if before is not None else state.last)
-        if high < low:
+        bounds = history_bounds(self._first(state), state.last, before, after, limit)
+        if bounds is None:
             return succeed([])
-        if after is None:
-            low = max(low, high - limit + 1)
-        else:
-            high = min(high, low + limit - 1)
+        low, high = bounds
         held = self._held(state, low, high)
         if held is not None:
             return succeed(held)

@@ -46,7 +46,7 @@ from zope.interface import implementer
 from chat.protocol.frames import encode_json
 from chat.stores._sqlite_threads import Job, Stop, Worker
 from chat.stores.directory import Directory, Table
-from chat.stores.interface import ILogStore, Listener, LogItem
+from chat.stores.interface import ILogStore, Listener, LogItem, history_bounds
 from chat.stores.memory import wall_clock_ms
 
 DEFAULT_RETENTION: Final = 100_000
@@ -502,14 +502,10 @@ class SqliteLogStore(Directory):
         state = self._logs.get(log)
         if state is None:
             return succeed([])
-        low = max(self._first(state), (after or 0) + 1)
-        high = min(state.last, before - 1 if before is not None else state.last)
-        if high < low:
+        bounds = history_bounds(self._first(state), state.last, before, after, limit)
+        if bounds is None:
             return succeed([])
-        if after is None:
-            low = max(low, high - limit + 1)
-        else:
-            high = min(high, low + limit - 1)
+        low, high = bounds
         oldest = state.recent.oldest
         if oldest is not None and low >= oldest:
             return succeed(state.recent.between(low, high))
