@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
+from twisted.internet.defer import Deferred, succeed
+
 Table = Literal["channels", "users"]
 
 
@@ -47,3 +49,6 @@ class Directory:
 
     def knows_user(self, username: str) -> bool:
         return username in self._users
+
+    def find_user(self, username: str) -> Deferred[bool]:
+        return succeed(username in self._users)

@@ -122,7 +122,10 @@ class ILogStore(Interface):
         """Record that ``username`` has logged in (private messages may then reach it)."""
 
     def knows_user(username: str) -> bool:
-        """Whether ``username`` has ever logged in."""
+        """Whether ``username`` has ever logged in, as far as this process has heard."""
+
+    def find_user(username: str) -> Deferred[bool]:
+        """Like :meth:`knows_user`, but a store shared by several nodes asks them all."""
 
     def ping() -> Deferred[None]:
         """Fire when the backend answers a trivial query; fail when it cannot (/healthz)."""
