@@ -12,6 +12,8 @@ import argparse
 import base64
 import hashlib
 import hmac
+import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -53,9 +55,30 @@ def verify_token(secret: bytes, token: object, username: str, now: float | None 
         raise TokenError("the token has expired")
 
 
+def check_private_file(path: str) -> None:
+    """Raise ValueError when ``path`` may be read by users other than its owner.
+
+    A secret others can read is no secret: the server refuses to start with it, and says how
+    to fix it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(
+            f"{path} may be read by other users (mode {stat.S_IMODE(mode):04o}); "
+            f"make it private with: chmod 600 {path}"
+        )
+
+
 def read_secret(path: str) -> bytes:
-    """The secret in ``path`` (surrounding whitespace removed); at least 16 bytes."""
-    secret = Path(path).read_bytes().strip()
+    """The secret in ``path`` (surrounding whitespace removed); at least 16 bytes, private."""
+    check_private_file(path)
+    try:
+        secret = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(f"the secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
     return secret

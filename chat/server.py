@@ -11,7 +11,6 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 
 from chat.connection import Hub
@@ -19,47 +18,20 @@ from chat.protocol.errors import CloseCode
 from chat.service.chat import ChatService
 from chat.service.routes import router
 from chat.settings import Settings
+from chat.stores.backend import sqlite_path
 from chat.stores.interface import ILogStore
 from chat.stores.memory import DEFAULT_RETENTION as MEMORY_RETENTION
 from chat.stores.memory import MemoryLogStore
+from chat.web.endpoints import server_endpoint
 from chat.web.site import make_site
 
 CLOSE_GRACE = 2.0  # seconds connections get to finish the close handshake on shutdown
 
 
-class UnknownStore(ValueError):
-    """``--store`` names a backend this server does not have."""
-
-
-STORES = "memory, sqlite:PATH, redis://HOST:PORT/DB"
-
-
-def sqlite_path(store: str) -> str | None:
-    """The file of a ``sqlite`` or ``sqlite:PATH`` store description, else None."""
-    if store == "sqlite":
-        return "chat.db"
-    if store.startswith("sqlite:") and len(store) > len("sqlite:"):
-        return store[len("sqlite:") :]
-    return None
-
-
-def check_store(store: str) -> None:
-    if store.startswith("redis:"):
-        from chat.stores.redis import parse_url
-
-        try:
-            parse_url(store)
-        except ValueError as exc:
-            raise UnknownStore(str(exc)) from None
-        return
-    if store != "memory" and sqlite_path(store) is None:
-        raise UnknownStore(f"unknown store {store!r}; available: {STORES}")
-
-
 def open_store(settings: Settings) -> ILogStore:
     """The store ``settings.store`` describes; raises StoreOpenError naming a bad file."""
-    check_store(settings.store)
     if settings.store.startswith("redis:"):
+        from chat.stores.redis import DEFAULT_CACHE as REDIS_CACHE
         from chat.stores.redis import DEFAULT_RETENTION as REDIS_RETENTION
         from chat.stores.redis import RedisLogStore
 
@@ -67,17 +39,19 @@ def open_store(settings: Settings) -> ILogStore:
             settings.store,
             prefix=settings.redis_prefix,
             retention=settings.retention or REDIS_RETENTION,
+            cache=settings.cache or REDIS_CACHE,
         )
     path = sqlite_path(settings.store)
     if path is None:
         return MemoryLogStore(retention=settings.retention or MEMORY_RETENTION)
-    from chat.stores.sqlite import DEFAULT_RETENTION, SqliteLogStore
+    from chat.stores.sqlite import DEFAULT_CACHE, DEFAULT_RETENTION, SqliteLogStore
 
     return SqliteLogStore(
         path,
         retention=settings.retention or DEFAULT_RETENTION,
         retention_age=settings.retention_age,
         sync=settings.sync,
+        cache=settings.cache or DEFAULT_CACHE,
     )
 
 
@@ -113,7 +87,7 @@ class ChatServerService(MultiService):
         self.hub = make_hub(settings, reactor)
         site = make_site(self.hub)
         for description in settings.listen:
-            endpoint = serverFromString(reactor, description)
+            endpoint = server_endpoint(reactor, description, settings.listen_backlog)
             StreamServerEndpointService(endpoint, site).setServiceParent(self)
 
     def startService(self) -> None:

@@ -42,7 +42,7 @@ class RunningServer:
 
 
 async def start_server(settings: Settings | None = None) -> RunningServer:
-    hub = make_hub(settings or Settings(), reactor)
+    hub = make_hub(settings or Settings(store="memory"), reactor)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(hub))
     return RunningServer(hub, port, f"ws://127.0.0.1:{port.getHost().port}/ws")
 

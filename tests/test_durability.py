@@ -63,7 +63,7 @@ class Servers:
         from chat.web.site import make_site
 
         store = SqliteLogStore(self.path, **store_options)
-        hub = Hub(ChatService(store), router, Settings(), reactor)
+        hub = Hub(ChatService(store), router, Settings(store="memory"), reactor)
         port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(hub))
         server = Server(store, hub, port)
         self.running.append(server)

@@ -143,7 +143,7 @@ async def test_closing_the_connection_leaves_every_channel(client_factory) -> No
 
 @ensure
 async def test_retention_gap_is_reported_exactly() -> None:
-    server = await start_server(Settings(retention=5))
+    server = await start_server(Settings(store="memory", retention=5))
     from chat.client import connect
 
     alice = await within(connect(server.url))

@@ -15,7 +15,7 @@ ensure = pytest_twisted.ensureDeferred
 
 @ensure
 async def test_message_rate_limit_refuses_with_rate_limited() -> None:
-    server = await start_server(Settings(message_rate=0.001, message_burst=3))
+    server = await start_server(Settings(store="memory", message_rate=0.001, message_burst=3))
     client = await within(connect(server.url))
     try:
         await within(client.login("alice"))
@@ -33,7 +33,7 @@ async def test_message_rate_limit_refuses_with_rate_limited() -> None:
 
 @ensure
 async def test_channels_per_user_limit_refuses_with_forbidden() -> None:
-    server = await start_server(Settings(max_channels_per_user=2))
+    server = await start_server(Settings(store="memory", max_channels_per_user=2))
     client = await within(connect(server.url))
     try:
         await within(client.login("alice"))
@@ -52,7 +52,7 @@ async def test_channels_per_user_limit_refuses_with_forbidden() -> None:
 
 @ensure
 async def test_no_login_in_time_closes_with_1008() -> None:
-    server = await start_server(Settings(login_timeout=0.2))
+    server = await start_server(Settings(store="memory", login_timeout=0.2))
     client = await within(connect(server.url))
     try:
         code, reason = await within(client.closed)
@@ -63,7 +63,7 @@ async def test_no_login_in_time_closes_with_1008() -> None:
 
 @ensure
 async def test_login_in_time_keeps_the_connection() -> None:
-    server = await start_server(Settings(login_timeout=0.3))
+    server = await start_server(Settings(store="memory", login_timeout=0.3))
     client = await within(connect(server.url))
     try:
         await within(client.login("alice"))
@@ -76,7 +76,7 @@ async def test_login_in_time_keeps_the_connection() -> None:
 
 @ensure
 async def test_connections_per_address_limit_refuses_the_handshake() -> None:
-    server = await start_server(Settings(max_connections_per_ip=2))
+    server = await start_server(Settings(store="memory", max_connections_per_ip=2))
     clients = [await within(connect(server.url)) for _ in range(2)]
     try:
         with pytest.raises(ConnectionError):
@@ -89,7 +89,7 @@ async def test_connections_per_address_limit_refuses_the_handshake() -> None:
 
 @ensure
 async def test_a_peer_that_stops_answering_pings_is_closed_and_leaves() -> None:
-    server = await start_server(Settings(ping_interval=1, ping_timeout=1))
+    server = await start_server(Settings(store="memory", ping_interval=1, ping_timeout=1))
     watcher = await within(connect(server.url))
     silent = await within(connect(server.url))
     try:
@@ -113,7 +113,7 @@ async def test_a_slow_consumer_is_not_dropped_for_missing_pongs() -> None:
     """Keepalive must not undo backpressure: a client that does not read is not dead."""
     import socket
 
-    server = await start_server(Settings(ping_interval=1, ping_timeout=1))
+    server = await start_server(Settings(store="memory", ping_interval=1, ping_timeout=1))
     slow = await within(connect(server.url))
     publisher = await within(connect(server.url))
     try:

@@ -44,7 +44,7 @@ def test_help_documents_the_options() -> None:
 def test_unknown_store_is_a_clear_usage_error() -> None:
     result = run_twistd("--store", "floppy")
     assert result.returncode != 0
-    assert "unknown store 'floppy'" in result.stdout + result.stderr
+    assert "--store floppy: unknown store" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 

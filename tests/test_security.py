@@ -65,7 +65,7 @@ def test_durations() -> None:
 
 @ensure
 async def test_token_login_and_each_failure_mode() -> None:
-    server = await start_server(Settings(auth="token", secret=SECRET))
+    server = await start_server(Settings(store="memory", auth="token", secret=SECRET))
     client = await within(connect(server.url))
     try:
         for data, reason in [
@@ -87,7 +87,7 @@ async def test_token_login_and_each_failure_mode() -> None:
 
 @ensure
 async def test_five_failed_logins_close_the_connection_with_1008() -> None:
-    server = await start_server(Settings(auth="token", secret=SECRET))
+    server = await start_server(Settings(store="memory", auth="token", secret=SECRET))
     client = await within(connect(server.url))
     try:
         failures = [client.request("login", {"username": "x", "token": "bad"}) for _ in range(5)]
@@ -133,7 +133,7 @@ async def test_handshake_origin_checks() -> None:
     from twisted.internet.threads import deferToThread
 
     default = await start_server()
-    configured = await start_server(Settings(allowed_origins=("https://*.example.com",)))
+    configured = await start_server(Settings(store="memory", allowed_origins=("https://*.example.com",)))
     host = default.url.removeprefix("ws://").removesuffix("/ws")
     try:
         cases = [
@@ -169,7 +169,7 @@ async def post(url: str, body: bytes, key: str | None) -> tuple[int, dict]:
 
 @ensure
 async def test_publish_api_statuses_and_delivery() -> None:
-    server = await start_server(Settings(api_keys=("k3y",)))
+    server = await start_server(Settings(store="memory", api_keys=("k3y",)))
     api = server.url.replace("ws://", "http://").removesuffix("/ws") + "/api/publish"
     member = await within(connect(server.url))
     try:
@@ -235,7 +235,7 @@ def self_signed(directory: Path) -> tuple[Path, Path, bytes]:
 @ensure
 async def test_tls_round_trip_with_the_client_library(tmp_path: Path) -> None:
     key, cert, pem = self_signed(tmp_path)
-    hub = make_hub(Settings(), reactor)
+    hub = make_hub(Settings(store="memory"), reactor)
     endpoint = serverFromString(
         reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     )

@@ -21,14 +21,9 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 from zope.interface.verify import verifyObject
 
+from chat.stores.errors import StoreClosed, StoreOpenError, StoreWriteError
 from chat.stores.interface import ILogStore, LogItem
-from chat.stores.sqlite import (
-    SqliteLogStore,
-    StoreClosed,
-    StoreOpenError,
-    StoreWriteError,
-    with_seq,
-)
+from chat.stores.sqlite import SqliteLogStore, with_seq
 from tests.helpers import twistd_path, within
 
 ensure = pytest_twisted.ensureDeferred

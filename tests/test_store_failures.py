@@ -35,7 +35,7 @@ class BrokenDiskStore(MemoryLogStore):
 
 @ensure
 async def test_failed_append_answers_internal_and_the_connection_stays_usable() -> None:
-    hub = Hub(ChatService(BrokenDiskStore()), router, Settings(), reactor)
+    hub = Hub(ChatService(BrokenDiskStore()), router, Settings(store="memory"), reactor)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(hub))
     client = await within(connect(f"ws://127.0.0.1:{port.getHost().port}/ws"))
     try:

@@ -46,6 +46,7 @@ from zope.interface import implementer
 from chat.protocol.frames import encode_json
 from chat.stores._sqlite_threads import Job, Stop, Worker
 from chat.stores.directory import Directory, Table
+from chat.stores.errors import StoreClosed, StoreOpenError, StoreWriteError
 from chat.stores.interface import ILogStore, Listener, LogItem, history_bounds
 from chat.stores.memory import wall_clock_ms
 
@@ -73,18 +74,6 @@ log = Logger()
 
 def _ping(connection: sqlite3.Connection) -> None:
     connection.execute("SELECT count(*) FROM meta").fetchone()
-
-
-class StoreOpenError(Exception):
-    """The database file cannot be opened or is not a chat store; the message names it."""
-
-
-class StoreWriteError(Exception):
-    """An append could not be committed (disk full, read-only file, I/O error)."""
-
-
-class StoreClosed(StoreWriteError):
-    """The store is closing or closed."""
 
 
 def with_seq(body: bytes, seq: int, ts: int) -> bytes:
