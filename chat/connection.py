@@ -5,6 +5,12 @@ The WebSocket adapter (:mod:`chat.websocket`, the only code that knows Autobahn)
 the connection is lost. Everything between — parsing, interaction bookkeeping, dispatch to
 routes, and the outbound producers — happens here and below, so it can be tested with a fake
 transport and a :class:`twisted.internet.task.Clock`.
+
+Frames are processed strictly in the order they arrive. A route that must do I/O before its
+decision (a login's claim) *holds* the connection: later frames wait in :attr:`backlog`, and
+reading from the socket pauses, until it is decided. A route that reads what earlier requests
+wrote (``after_writes``) waits for those writes the same way. Once the server decides to close
+a connection it processes nothing more from it, and the close frame is the last thing written.
 """
 
 from __future__ import annotations
@@ -19,21 +25,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chat.producers.outbound import FlushScheduler, Outbound
-from chat.producers.stream import StreamProducer
 from chat.protocol import interactions as ev
-from chat.protocol.errors import CloseCode, ErrorCode, ProtocolError, RouteError
+from chat.protocol.closes import LOGIN_TIMEOUT, Disconnect
+from chat.protocol.errors import ErrorCode, ProtocolError
 from chat.protocol.interactions import Interaction, Interactions, Kind
-from chat.service.chat import ChatService, Session
-from chat.service.ratelimit import TokenBucket
-from chat.service.router import FIRE, Router
+from chat.service.chat import ChatService
+from chat.service.context import Limits, RouteContext
+from chat.service.router import FIRE, Route, Router
+from chat.service.session import Login, LoginEvent, LoginState, Session
 from chat.settings import Settings
-from chat.stores.interface import ILogStore
 
 LOGIN_HINT = 'log in first: send a "login" request with {"username": ...}'
 
 
-class Hub:
-    """What every connection of one server shares."""
+class Node:
+    """What every connection of one server node shares."""
 
     def __init__(
         self, service: ChatService, router: Router, settings: Settings, clock: IReactorTime
@@ -52,10 +58,10 @@ class Hub:
     def count_error(self, code: ErrorCode) -> None:
         self.errors[code.value] += 1
 
-    def close_all(self, code: CloseCode, reason: str, timeout: float) -> Deferred[None]:
+    def close_all(self, disconnect: Disconnect, timeout: float) -> Deferred[None]:
         """Close every connection; fires once all are gone, or after ``timeout`` seconds."""
         for connection in list(self.connections):
-            connection.close(code, reason)
+            connection.close(disconnect)
         if not self.connections:
             return succeed(None)
         emptied: Deferred[None] = Deferred()
@@ -70,15 +76,9 @@ class Hub:
                 if not waiter.called:
                     waiter.callback(None)
 
-    def connections_from(self, peer: str) -> int:
-        """Open connections from the address of ``peer`` (Autobahn's "tcp:HOST:PORT")."""
-        host = peer_host(peer)
-        return sum(1 for connection in self.connections if peer_host(connection.peer) == host)
 
-
-def peer_host(peer: str) -> str:
-    """The address part of a peer description such as ``tcp:127.0.0.1:5000``."""
-    return peer.rsplit(":", 1)[0]
+WriteFrames = Callable[[bytes], None]
+SendClose = Callable[[Disconnect], None]
 
 
 class ChatConnection:
@@ -86,114 +86,105 @@ class ChatConnection:
 
     __slots__ = (
         "__weakref__",
-        "auth_failures",
-        "close",
-        "hub",
+        "backlog",
+        "closing",
+        "ctx",
+        "held",
         "interactions",
         "login_timer",
         "lost",
-        "message_bucket",
+        "node",
         "outbound",
+        "pause_reading",
+        "paused_for",
         "peer",
-        "session",
+        "pending_close",
+        "processing",
+        "resume_reading",
+        "send_close",
         "transport",
     )
     log = Logger()
 
     def __init__(
         self,
-        hub: Hub,
-        write: Callable[[bytes], None],
-        close: Callable[[CloseCode, str], None],
+        node: Node,
+        write: WriteFrames,
+        send_close: SendClose,
         pause_reading: Callable[[], None] = lambda: None,
         resume_reading: Callable[[], None] = lambda: None,
         transport: Any = None,
         peer: str = "",
     ) -> None:
-        self.hub = hub
+        self.node = node
         self.transport = transport  # the transport beneath, for diagnostics only
         self.peer = peer
-        self.close = close
-        self.session: Session | None = None
+        self.send_close = send_close
+        self.pause_reading = pause_reading
+        self.resume_reading = resume_reading
+        self.paused_for: set[str] = set()  # why reading is paused: "backpressure", "hold"
+        settings = node.settings
         self.interactions = Interactions(
-            max_open=hub.settings.max_interactions, on_error=hub.count_error
+            max_open=settings.max_interactions, on_error=node.count_error
         )
         self.outbound = Outbound(
-            self.interactions, write, hub.scheduler, pause_reading, resume_reading
+            self.interactions,
+            write,
+            node.scheduler,
+            lambda: self._pause("backpressure"),
+            lambda: self._resume("backpressure"),
         )
-        hub.connections.add(self)
-        self.service.connection_count += 1
+        self.ctx = RouteContext(
+            service=node.service,
+            settings=settings,
+            clock=node.clock,
+            outbound=self.outbound,
+            login=Login(),
+            limits=Limits(settings, node.clock),
+            hold=self.hold,
+            close=self.close,
+            is_open=lambda: not self.lost,
+            logged_in=self._stop_login_timer,
+        )
+        self.held = 0  # holds in force; frames wait in the backlog meanwhile
+        self.backlog: list[bytes | str] = []
+        self.processing = False
+        self.pending_close: Disconnect | None = None
+        self.closing = False
         self.lost = False
-        settings = hub.settings
-        self.message_bucket: TokenBucket | None = None  # made at the first message
-        self.auth_failures = 0
+        node.connections.add(self)
+        node.service.connection_count += 1
         self.login_timer: IDelayedCall | None = None
         if settings.login_timeout > 0:
-            self.login_timer = hub.clock.callLater(settings.login_timeout, self._login_too_late)
-
-    # What every connection of the server shares, for routes and producers.
+            self.login_timer = node.clock.callLater(settings.login_timeout, self._login_too_late)
 
     @property
-    def service(self) -> ChatService:
-        return self.hub.service
+    def session(self) -> Session | None:
+        """The session this connection is logged in to (diagnostics and tests)."""
+        return self.ctx.login.session
 
-    @property
-    def store(self) -> ILogStore:
-        return self.hub.service.store
-
-    @property
-    def settings(self) -> Settings:
-        return self.hub.settings
-
-    @property
-    def clock(self) -> IReactorTime:
-        return self.hub.clock
-
-    @property
-    def router(self) -> Router:
-        return self.hub.router
-
-    def login(self, username: str) -> Session:
-        self.session = self.service.login(username)
-        if self.login_timer is not None and self.login_timer.active():
-            self.login_timer.cancel()
-        self.login_timer = None
-        return self.session
-
-    def auth_failed(self) -> None:
-        """A token login failed; too many close the connection once the error is sent."""
-        self.auth_failures += 1
-        if self.auth_failures >= self.settings.max_auth_failures:
-            reason = f"{self.auth_failures} failed logins"
-            self.outbound.when_flushed(lambda: self.close(CloseCode.POLICY_VIOLATION, reason))
-
-    def _login_too_late(self) -> None:
-        self.login_timer = None
-        if self.session is None and not self.lost:
-            seconds = self.settings.login_timeout
-            self.close(CloseCode.POLICY_VIOLATION, f"no login within {seconds:g} s")
-
-    def spend_message_token(self) -> None:
-        """Charge one ``message`` to this connection's rate limit, or refuse it."""
-        settings = self.settings
-        if settings.message_rate <= 0:
-            return
-        bucket = self.message_bucket
-        if bucket is None:
-            now = self.clock.seconds()
-            bucket = self.message_bucket = TokenBucket(
-                settings.message_rate, settings.message_burst, now
-            )
-        if not bucket.take(self.clock.seconds()):
-            raise RouteError(
-                ErrorCode.RATE_LIMITED,
-                f"more than {self.settings.message_rate:g} messages per second; "
-                f"retry in {bucket.retry_after():.3f} s",
-            )
+    # Reading
 
     def text_received(self, text: bytes | str) -> None:
         """One WebSocket text message (UTF-8 already checked by the adapter)."""
-        event = self.interactions.receive(text)
+        if self.closing:
+            return  # the server decided to close: nothing more is processed
+        if self.held:
+            self.backlog.append(text)
+            return
+        self._process(text)
+
+    def _process(self, text: bytes | str) -> None:
+        self.processing = True
+        try:
+            self._handle(self.interactions.receive(text))
+        finally:
+            self.processing = False
+        if self.pending_close is not None:
+            disconnect, self.pending_close = self.pending_close, None
+            self.close(disconnect)
+
+    def _handle(self, event: ev.Event | ev.CloseConnection | None) -> None:
         match event:
             case None:
                 pass
@@ -208,30 +199,78 @@ class ChatConnection:
             case ev.CreditGranted(interaction):
                 stream = self.outbound.stream_of(interaction)
                 if stream is not None:
-                    stream.credit_wakes()
+                    stream.wake()
             case ev.ClientNext(interaction, data):
                 stream = self.outbound.stream_of(interaction)
                 if stream is not None:
                     stream.receive(data)
             case ev.ClientCompleted():
                 pass  # the client sends no more; our side of the channel goes on
-            case ev.CloseConnection(code, reason):
-                self.close(code, reason)
+            case ev.CloseConnection(disconnect):
+                self.close(disconnect)
+
+    # Holding later frames
+
+    def hold(self, d: Deferred[Any]) -> None:
+        """Process no later frame until ``d`` has fired (see the module docstring)."""
+        if d.called:
+            return
+        self.held += 1
+        self._pause("hold")
+
+        def release(result: Any) -> Any:
+            self.held -= 1
+            if not self.held:
+                self._drain()
+            return result
+
+        d.addBoth(release)
+
+    def _drain(self) -> None:
+        while self.backlog and not self.held and not self.closing:
+            self._process(self.backlog.pop(0))
+        if not self.held:
+            self.backlog.clear()
+            self._resume("hold")
+
+    def _pause(self, reason: str) -> None:
+        if not self.paused_for:
+            self.pause_reading()
+        self.paused_for.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self.paused_for:
+            self.paused_for.discard(reason)
+            if not self.paused_for and not self.lost:
+                self.resume_reading()
+
+    # Dispatch
 
     def _opened(self, interaction: Interaction, data: Any) -> None:
-        route = self.router.find(interaction.kind, interaction.route)
+        route = self.node.router.find(interaction.kind, interaction.route)
         if route is None:
-            message = self.router.unknown_message(interaction.kind, interaction.route)
+            message = self.node.router.unknown_message(interaction.kind, interaction.route)
             self._fail(interaction, ErrorCode.UNKNOWN_ROUTE, message)
             return
-        if route.login and self.session is None:
+        if route.login and self.ctx.login.state is not LoginState.LOGGED_IN:
             self._fail(interaction, ErrorCode.UNAUTHENTICATED, LOGIN_HINT)
             return
+        if route.after_writes:
+            writes = self.ctx.writes_done()
+            if writes is not None:
+                writes.addCallback(lambda _: self._run(route, interaction, data))
+                self.hold(writes)
+                return
+        self._run(route, interaction, data)
+
+    def _run(self, route: Route, interaction: Interaction, data: Any) -> None:
+        if not interaction.open:
+            return  # cancelled while it waited, or the connection closed
         try:
             if interaction.kind is Kind.REQUEST:
-                result = route.handler(self, data)
+                result = route.handler(self.ctx, data)
             else:
-                self.outbound.attach(route.handler(self, interaction, data))
+                self.outbound.attach(route.handler(self.ctx, interaction, data))
                 return
         except ProtocolError as exc:
             self._fail(interaction, exc.code, exc.message)
@@ -249,11 +288,11 @@ class ChatConnection:
             self._respond(interaction, result)
 
     def _fired(self, route_name: str, data: Any) -> None:
-        route = self.router.find(FIRE, route_name)
-        if route is None or (route.login and self.session is None):
+        route = self.node.router.find(FIRE, route_name)
+        if route is None or (route.login and self.ctx.login.state is not LoginState.LOGGED_IN):
             return  # a fire is never answered, not even with an error
         try:
-            route.handler(self, data)
+            route.handler(self.ctx, data)
         except ProtocolError:
             pass
         except Exception:
@@ -278,20 +317,44 @@ class ChatConnection:
             self.log.failure("route {route} failed", failure, route=interaction.route)
             self._fail(interaction, ErrorCode.INTERNAL, "the server failed to handle this")
 
-    def stream_failed(self, stream: StreamProducer, failure: Failure) -> None:
-        """A stream's asynchronous source failed: log it and end the stream."""
-        self.log.failure("stream {route} failed", failure, route=stream.interaction.route)
-        stream.fail(ErrorCode.INTERNAL, "the server failed to read the store")
+    # Closing
+
+    def close(self, disconnect: Disconnect) -> None:
+        """Close with ``disconnect`` once the frame being processed is answered: what was
+        queued is written, then the close frame; nothing more is read or written."""
+        if self.closing or self.lost:
+            return
+        if self.processing:
+            self.pending_close = self.pending_close or disconnect
+            return
+        self.closing = True
+        self.backlog.clear()
+        self.outbound.close_with(lambda: self.send_close(disconnect))
+
+    def _stop_login_timer(self) -> None:
+        if self.login_timer is not None and self.login_timer.active():
+            self.login_timer.cancel()
+        self.login_timer = None
+
+    def _login_too_late(self) -> None:
+        self.login_timer = None
+        if self.ctx.login.state is LoginState.ANONYMOUS and not self.lost:
+            self.close(LOGIN_TIMEOUT.because(f"{self.node.settings.login_timeout:g} s"))
 
     def connection_lost(self) -> None:
-        """The WebSocket is closed: stop every stream and end the session."""
+        """The WebSocket is closed: stop every stream; the session loses this connection."""
         if self.lost:
             return
         self.lost = True
-        if self.login_timer is not None and self.login_timer.active():
-            self.login_timer.cancel()
+        self.closing = True
+        self.backlog.clear()
+        self._stop_login_timer()
         self.outbound.close()
-        self.service.connection_count -= 1
-        if self.session is not None:
-            self.service.logout(self.session)  # appends the leave items...
-        self.hub.forget(self)  # ...before a shutdown waiting for the last connection goes on
+        service = self.node.service
+        service.connection_count -= 1
+        login = self.ctx.login
+        session = login.session
+        login.fire(LoginEvent.CLOSE)
+        if session is not None:
+            service.detach(self.ctx, session, logout=False)  # may append leave items...
+        self.node.forget(self)  # ...before a shutdown waiting for the last connection goes on

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chat.connection import Hub
+from chat.connection import Node
 
 PREFIX = "chat_"
 
@@ -29,15 +29,15 @@ def transport_buffered(transport: Any) -> int:
         return 0
 
 
-class HubCollector(Collector):
-    """Reads the hub's state and counters at each scrape."""
+class NodeCollector(Collector):
+    """Reads the node's state and counters at each scrape."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, node: Node) -> None:
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        hub, service = self.hub, self.hub.service
-        connections = list(hub.connections)
+        node, service = self.node, self.node.service
+        connections = list(node.connections)
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(PREFIX + name, doc, value=value)
@@ -63,29 +63,29 @@ class HubCollector(Collector):
         buffered = sum(transport_buffered(connection.transport) for connection in connections)
         yield gauge("bytes_buffered", "Bytes waiting in transport buffers.", buffered)
         yield counter("items_appended", "Items appended to any log.", service.message_count)
-        yield counter("deliveries", "Stream items written.", hub.scheduler.deliveries)
-        yield counter("bytes_written", "Bytes written by producers.", hub.scheduler.bytes_written)
+        yield counter("deliveries", "Stream items written.", node.scheduler.deliveries)
+        yield counter("bytes_written", "Bytes written by producers.", node.scheduler.bytes_written)
         errors = CounterMetricFamily(PREFIX + "errors", "Error frames sent.", labels=["code"])
-        for code, count in sorted(hub.errors.items()):
+        for code, count in sorted(node.errors.items()):
             errors.add_metric([code], count)
         yield errors
         closes = CounterMetricFamily(
             PREFIX + "closes", "Connections closed, by close code.", labels=["code"]
         )
-        for close_code, count in sorted(hub.closes.items()):
+        for close_code, count in sorted(node.closes.items()):
             closes.add_metric([str(close_code)], count)
         yield closes
 
 
-def make_registry(hub: Hub) -> CollectorRegistry:
-    """A registry of this hub's metrics; hooks the append-latency histogram in."""
+def make_registry(node: Node) -> CollectorRegistry:
+    """A registry of this node's metrics; hooks the append-latency histogram in."""
     registry = CollectorRegistry()
-    registry.register(HubCollector(hub))
+    registry.register(NodeCollector(node))
     latency = Histogram(
         PREFIX + "store_append_seconds",
         "Time from append to stored (committed), per item.",
         registry=registry,
         buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1),
     )
-    hub.service.append_latency = latency.observe
+    node.service.append_latency = latency.observe
     return registry

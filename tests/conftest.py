@@ -13,11 +13,15 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
 from chat.client import ChatClient, connect
-from chat.connection import Hub
-from chat.server import make_hub
+from chat.connection import Node
+from chat.protocol.closes import CloseCode, Disconnect
+from chat.server import make_node
 from chat.settings import Settings
+from chat.stores.backend import Backend
 from chat.web.site import make_site
 from tests.helpers import until, within
+
+TEST_OVER = Disconnect(CloseCode.NORMAL, "test over")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -32,31 +36,46 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
 
 @attrs.define
 class RunningServer:
-    hub: Hub
+    node: Node
+    backend: Backend
     port: Any
     url: str
 
     @property
     def service(self) -> Any:
-        return self.hub.service
+        return self.node.service
 
 
 async def start_server(settings: Settings | None = None) -> RunningServer:
-    hub = make_hub(settings or Settings(store="memory"), reactor)
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(hub))
-    return RunningServer(hub, port, f"ws://127.0.0.1:{port.getHost().port}/ws")
+    """A whole server (node, backend, site) on a free port of 127.0.0.1."""
+    node, backend = make_node(settings or Settings(store="memory"), reactor)
+    await within(backend.start(node.service.announce))
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(node))
+    return RunningServer(node, backend, port, f"ws://127.0.0.1:{port.getHost().port}/ws")
 
 
 async def stop_server(server: RunningServer) -> None:
-    for connection in list(server.hub.connections):
-        connection.close(1000, "test over")
+    for connection in list(server.node.connections):
+        connection.close(TEST_OVER)
     await within(server.port.stopListening())
-    await until(lambda: not server.hub.connections, what="connections to close")
+    await until(lambda: not server.node.connections, what="connections to close")
+    server.service.end_all()
+    await within(server.backend.stop())
+    await within(server.service.store.close())
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers", "settings(**fields): Settings fields of the `server` fixture's server"
+    )
 
 
 @pytest_twisted.async_yield_fixture
-async def server() -> AsyncIterator[RunningServer]:
-    running = await start_server()
+async def server(request: Any) -> AsyncIterator[RunningServer]:
+    """A server on the memory store; ``@pytest.mark.settings(session_linger=0)`` changes it."""
+    marker = request.node.get_closest_marker("settings")
+    fields = {"store": "memory", **(marker.kwargs if marker else {})}
+    running = await start_server(Settings(**fields))
     yield running
     await stop_server(running)
 

@@ -19,6 +19,20 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
 T = TypeVar("T")
+
+
+def chat_service(store: Any, settings: Any = None, clock: Any = None) -> Any:
+    """A ChatService over ``store`` with the in-process presence (for tests that build a
+    server around a store of their own)."""
+    from chat.service.chat import ChatService
+    from chat.settings import Settings
+    from chat.stores.presence import LocalPresence
+
+    return ChatService(
+        store, LocalPresence(), settings or Settings(store="memory"), clock or reactor
+    )
+
+
 WAIT = 10.0  # seconds any single awaited event may take before the test fails
 
 

@@ -23,14 +23,17 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import serverFromString
 
 from chat.client import ChatClient, ChatError, Stream, connect
-from chat.connection import Hub
+from chat.connection import Node
+from chat.protocol.closes import SHUTDOWN
 from chat.service.chat import ChatService
 from chat.service.routes import router
 from chat.settings import Settings
 from chat.stores.sqlite import SqliteLogStore
-from tests.helpers import twistd_server, until, within
+from tests.helpers import chat_service, twistd_server, until, within
 
 ensure = pytest_twisted.ensureDeferred
+# Protocol 1.0 sessions: they end with their connection (a reconnect logs in afresh).
+SETTINGS = Settings(store="memory", session_linger=0)
 
 
 # --- in-process servers on a SQLite file ----------------------------------------------------
@@ -39,7 +42,7 @@ ensure = pytest_twisted.ensureDeferred
 @attrs.define
 class Server:
     store: SqliteLogStore
-    hub: Hub
+    node: Node
     port: Any
 
     @property
@@ -48,7 +51,7 @@ class Server:
 
     @property
     def service(self) -> ChatService:
-        return self.hub.service
+        return self.node.service
 
 
 class Servers:
@@ -63,9 +66,9 @@ class Servers:
         from chat.web.site import make_site
 
         store = SqliteLogStore(self.path, **store_options)
-        hub = Hub(ChatService(store), router, Settings(store="memory"), reactor)
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(hub))
-        server = Server(store, hub, port)
+        node = Node(chat_service(store, SETTINGS), router, SETTINGS, reactor)
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(node))
+        server = Server(store, node, port)
         self.running.append(server)
         return server
 
@@ -73,9 +76,9 @@ class Servers:
         """Like a graceful restart: stop listening, end the sessions, close the store."""
         self.running.remove(server)
         await within(server.port.stopListening())
-        for connection in list(server.hub.connections):
+        for connection in list(server.node.connections):
             connection.connection_lost()
-            connection.close(1001, "restart")
+            connection.close(SHUTDOWN)
         await within(server.store.close())
 
     async def client(self, server: Server | str, username: str) -> ChatClient:

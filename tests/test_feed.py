@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
 from chat.settings import Settings
@@ -65,6 +66,7 @@ async def test_leave_item_is_the_last_delivered_and_rejoin_starts_at_new_join(
     ]
 
 
+@pytest.mark.settings(session_linger=0)  # protocol 1.0: a session ends with its connection
 @ensure
 async def test_reconnect_with_since_receives_exactly_what_was_missed(client_factory) -> None:
     alice = await client_factory("alice")
@@ -126,6 +128,7 @@ async def test_two_feeds_on_one_connection_each_get_every_item(client_factory) -
         assert [i["seq"] for i in await take(feed, 2)] == [1, 2]
 
 
+@pytest.mark.settings(session_linger=0)  # protocol 1.0: a session ends with its connection
 @ensure
 async def test_closing_the_connection_leaves_every_channel(client_factory) -> None:
     alice = await client_factory("alice")

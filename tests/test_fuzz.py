@@ -17,11 +17,31 @@ from hypothesis import strategies as st
 from tests.helpers import server_log, twistd_server
 
 EXAMPLES = 2000 if os.environ.get("CI") == "true" else 400
-ERROR_CODES = {"bad_frame", "duplicate_id", "unknown_route", "unauthenticated", "invalid_data",
-               "username_taken", "not_found", "forbidden", "rate_limited", "internal"}
+ERROR_CODES = {
+    "bad_frame",
+    "duplicate_id",
+    "unknown_route",
+    "unauthenticated",
+    "invalid_data",
+    "username_taken",
+    "not_found",
+    "forbidden",
+    "rate_limited",
+    "internal",
+}
 SERVER_TYPES = {"response", "next", "complete", "error"}
-ROUTES = ["login", "message", "channel.join", "channel.leave", "channels", "channel.users",
-          "messages", "history", "statistics", "nope"]
+ROUTES = [
+    "login",
+    "message",
+    "channel.join",
+    "channel.leave",
+    "channels",
+    "channel.users",
+    "messages",
+    "history",
+    "statistics",
+    "nope",
+]
 PROBE_ID = 2**53 - 1
 
 
@@ -55,32 +75,72 @@ def server() -> Iterator[tuple[Any, str]]:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
-ids = st.one_of(st.integers(min_value=1, max_value=200), st.integers(), st.floats(),
-                st.text(max_size=5), st.none(), st.booleans())
+ids = st.one_of(
+    st.integers(min_value=1, max_value=200),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+)
 names = st.one_of(st.from_regex(r"[A-Za-z0-9_.\-]{1,8}", fullmatch=True), st.text(max_size=40))
 route_data = st.one_of(
     json_values,
-    st.fixed_dictionaries({}, optional={
-        "username": names, "channel": names, "user": names, "content": st.text(max_size=50),
-        "since": st.dictionaries(names, st.integers(min_value=-5, max_value=10**6), max_size=3),
-        "epoch": st.text(max_size=10), "before": ids, "after": ids, "limit": ids,
-        "ids": st.lists(st.sampled_from(["users", "channels", "memory", "bogus"]), max_size=4),
-        "period_seconds": st.floats(min_value=-1, max_value=5000),
-        "memory_usage": ids,
-    }),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "username": names,
+            "channel": names,
+            "user": names,
+            "content": st.text(max_size=50),
+            "since": st.dictionaries(names, st.integers(min_value=-5, max_value=10**6), max_size=3),
+            "epoch": st.text(max_size=10),
+            "before": ids,
+            "after": ids,
+            "limit": ids,
+            "ids": st.lists(st.sampled_from(["users", "channels", "memory", "bogus"]), max_size=4),
+            "period_seconds": st.floats(min_value=-1, max_value=5000),
+            "memory_usage": ids,
+        },
+    ),
 )
 frames = st.fixed_dictionaries(
-    {"type": st.one_of(st.sampled_from(["request", "fire", "stream", "channel", "next",
-                                        "complete", "cancel", "request_n", "response"]),
-                       st.text(max_size=8))},
-    optional={"id": ids, "route": st.one_of(st.sampled_from(ROUTES), st.text(max_size=12)),
-              "data": route_data, "credit": ids, "n": ids, "extra": json_values},
+    {
+        "type": st.one_of(
+            st.sampled_from(
+                [
+                    "request",
+                    "fire",
+                    "stream",
+                    "channel",
+                    "next",
+                    "complete",
+                    "cancel",
+                    "request_n",
+                    "response",
+                ]
+            ),
+            st.text(max_size=8),
+        )
+    },
+    optional={
+        "id": ids,
+        "route": st.one_of(st.sampled_from(ROUTES), st.text(max_size=12)),
+        "data": route_data,
+        "credit": ids,
+        "n": ids,
+        "extra": json_values,
+    },
 )
 texts = st.one_of(
     frames.map(json.dumps),
@@ -93,8 +153,9 @@ texts = st.one_of(
 
 
 @pytest.mark.timeout(600)
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 @given(text=texts)
 def test_random_frames_never_break_the_server(server: tuple[Any, str], text: str) -> None:
     proc, url = server

@@ -67,7 +67,7 @@ async def test_login_in_time_keeps_the_connection() -> None:
     client = await within(connect(server.url))
     try:
         await within(client.login("alice"))
-        assert next(iter(server.hub.connections)).login_timer is None  # cancelled and dropped
+        assert next(iter(server.node.connections)).login_timer is None  # cancelled and dropped
         assert not client.closed.called
     finally:
         await within(client.close())
@@ -89,7 +89,9 @@ async def test_connections_per_address_limit_refuses_the_handshake() -> None:
 
 @ensure
 async def test_a_peer_that_stops_answering_pings_is_closed_and_leaves() -> None:
-    server = await start_server(Settings(store="memory", ping_interval=1, ping_timeout=1))
+    server = await start_server(
+        Settings(store="memory", ping_interval=1, ping_timeout=1, session_linger=0)
+    )
     watcher = await within(connect(server.url))
     silent = await within(connect(server.url))
     try:
@@ -122,7 +124,7 @@ async def test_a_slow_consumer_is_not_dropped_for_missing_pongs() -> None:
         await within(slow.join("flood"))
         assert (await within(feed.next()))["seq"] == 1
         server_side = next(
-            c for c in server.hub.connections if c.session and c.session.username == "slow"
+            c for c in server.node.connections if c.session and c.session.username == "slow"
         )
         server_side.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         slow.transport.pauseProducing()  # reads nothing more: sees no ping, sends no pong
@@ -132,7 +134,7 @@ async def test_a_slow_consumer_is_not_dropped_for_missing_pongs() -> None:
         for _batch in range(items // 250):
             for ack in [publisher.send("flood", "x" * 200) for _ in range(250)]:
                 await within(ack)
-        await until(lambda: server.hub.pongs_excused >= 2, what="ping timeouts while stalled")
+        await until(lambda: server.node.pongs_excused >= 2, what="ping timeouts while stalled")
         assert not server_side.lost and not slow.closed.called
         slow.transport.resumeProducing()
         received = [await within(feed.next()) for _ in range(items + 1)]

@@ -144,8 +144,9 @@ def test_sigterm_closes_clients_with_1001_and_keeps_what_was_acknowledged(
     with twistd_server(cwd=str(tmp_path)) as (_proc, port):
         ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
         request(ws, 1, "login", {"username": "reader"})
-        ws.send(json.dumps({"type": "stream", "id": 2, "route": "history",
-                            "data": {"channel": "room"}}))
+        ws.send(
+            json.dumps({"type": "stream", "id": 2, "route": "history", "data": {"channel": "room"}})
+        )
         items = []
         while True:
             frame = json.loads(ws.recv())

@@ -24,8 +24,8 @@ from chat.protocol.frames import (
     encode_complete,
     encode_error,
     encode_json,
-    encode_next,
     encode_response,
+    next_frame,
     next_prefix,
     parse_frame,
 )
@@ -277,9 +277,10 @@ def test_encode_error_exact_bytes() -> None:
 
 def test_encode_next_and_next_prefix_exact_bytes() -> None:
     assert next_prefix(5) == b'{"type":"next","id":5,"data":'
-    assert encode_next(5, {"user_count": 1}) == b'{"type":"next","id":5,"data":{"user_count":1}}'
+    frame = next_frame(next_prefix(5), b'{"user_count":1}')
+    assert frame[2:] == b'{"type":"next","id":5,"data":{"user_count":1}}' and frame[1] == 46
     item = encode_json({"kind": "join", "seq": 1})
-    assert next_prefix(5) + item + b"}" == encode_next(5, {"kind": "join", "seq": 1})
+    assert next_frame(next_prefix(5), item)[2:] == next_prefix(5) + item + b"}"
 
 
 def test_encode_json_is_compact_utf8_without_ascii_escapes() -> None:

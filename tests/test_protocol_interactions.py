@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from chat.protocol.errors import CloseCode, ErrorCode
+from chat.protocol.closes import CloseCode
+from chat.protocol.errors import ErrorCode
 from chat.protocol.frames import MAX_CREDIT
 from chat.protocol.interactions import (
     DEFAULT_MAX_BAD_IN_ROW,
@@ -346,8 +347,8 @@ def test_100_bad_frames_in_a_row_close_with_1008() -> None:
         refused(core.receive("[]"))
     event = core.receive("{")
     assert isinstance(event, CloseConnection)
-    assert event.code == CloseCode.POLICY_VIOLATION == 1008
-    assert event.reason
+    assert event.disconnect.code == CloseCode.POLICY_VIOLATION == 1008
+    assert event.disconnect.reason
 
 
 def test_a_good_frame_resets_the_bad_count() -> None:

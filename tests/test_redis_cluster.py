@@ -34,8 +34,9 @@ BRIDGE_SENDER = "redis:bridge"
 class Cluster:
     """Nodes (twistd subprocesses) on one Redis, and the clients of a test."""
 
-    def __init__(self, url: str, lease: float = 10.0) -> None:
+    def __init__(self, url: str, lease: float = 10.0, linger: float = 0) -> None:
         self.url = url
+        self.linger = linger
         self.prefix = f"test{uuid.uuid4().hex[:8]}:"
         self.lease = lease
         self.stack = ExitStack()
@@ -48,6 +49,8 @@ class Cluster:
             "--redis-prefix": self.prefix,
             "--redis-publish-prefix": self.prefix + "publish:",
             "--redis-lease": str(self.lease),
+            # Protocol 1.0 sessions (they end with their connection), unless a test says.
+            "--session-linger": str(self.linger),
         }
         args = [part for pair in options.items() for part in pair]
         node = self.stack.enter_context(twistd_server(*args))
@@ -119,7 +122,7 @@ async def test_a_private_message_crosses_nodes(two_nodes: Cluster) -> None:
     assert item["from"] == "alice" and item["to"] == "bob" and item["content"] == "psst"
     assert item["seq"] == answer["seq"] == 1 and item["channel"] is None
     back = await within(bob.send(user="alice", content="hi"))  # bob learned of alice via B
-    assert back["seq"] == 1
+    assert back["seq"] == 2  # [1.1] bob's inbox: alice's message, then his own copy
 
 
 @ensure

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from chat.stores._redis_client import RedisUnavailable, encode_command, parse
 from chat.stores.redis import RedisLogStore, parse_url
+from chat.stores.redis._resp import StoreUnavailable, encode_command, parse
 from tests.helpers import until, within
 from tests.redis_fixtures import RedisServer, redis_server, shared_redis_url
 
@@ -101,7 +101,7 @@ async def test_appends_fail_at_once_while_redis_is_away_and_work_again_after(
         redis_server.stop()
         await until(lambda: not store.redis.connected)
         started = time.monotonic()
-        with pytest.raises(RedisUnavailable):
+        with pytest.raises(StoreUnavailable):
             await within(store.append("#x", {"n": 2}))
         assert time.monotonic() - started < 0.5
         redis_server.start()
@@ -124,7 +124,7 @@ async def test_a_stalled_redis_fails_the_append_within_the_reply_timeout(
     try:
         os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
-        with pytest.raises(RedisUnavailable):
+        with pytest.raises(StoreUnavailable):
             await within(store.append("#x", {"n": 1}), 5)
         assert time.monotonic() - started < 2
     finally:

@@ -28,6 +28,7 @@ async def test_login_answers_username_session_and_epoch(client_factory, server) 
     assert len(answer["session_id"]) >= 16
 
 
+@pytest.mark.settings(session_linger=0)  # protocol 1.0: a session ends with its connection
 @ensure
 async def test_login_refuses_a_live_username_and_frees_it_on_close(client_factory) -> None:
     alice = await client_factory("alice")
@@ -166,28 +167,22 @@ async def test_content_is_counted_in_code_points(client_factory) -> None:
 
 
 @ensure
-async def test_private_message_reaches_the_inbox_only(client_factory) -> None:
+async def test_private_message_reaches_both_inboxes(client_factory) -> None:
     alice = await client_factory("alice")
     bob = await client_factory("bob")
+    await within(bob.send(user="alice", content="first"))  # alice's inbox 1, bob's 1
     alice_feed, bob_feed = alice.messages(), bob.messages()
     ack = await within(alice.send(user="bob", content="psst"))
-    assert ack["channel"] is None and ack["seq"] == 1
-    item = await within(bob_feed.next())
-    assert item == {
-        "kind": "message",
-        "channel": None,
-        "from": "alice",
-        "to": "bob",
-        "content": "psst",
-        "seq": 1,
-        "ts": ack["ts"],
-    }
-    assert (await bob.history())[0]["content"] == "psst"
-    assert await alice.history() == []
-    await within(alice.join("x"))  # the sender's own feed gets no copy: the next item is this
-    assert (await within(alice_feed.next()))["kind"] == "join"
+    assert ack == {"channel": None, "seq": 2, "ts": ack["ts"], "duplicate": False}
+    sent = {"kind": "message", "channel": None, "from": "alice", "to": "bob", "content": "psst"}
+    assert await within(bob_feed.next()) == {**sent, "seq": 2, "ts": ack["ts"]}
+    # [1.1] the sender's own copy, in its own inbox with that inbox's seq (the response's)
+    assert await within(alice_feed.next()) == {**sent, "seq": 2, "ts": ack["ts"]}
+    assert [i["content"] for i in await bob.history()] == ["first", "psst"]
+    assert [i["content"] for i in await alice.history()] == ["first", "psst"]
 
 
+@pytest.mark.settings(session_linger=0)
 @ensure
 async def test_private_message_to_offline_known_user_and_to_unknown_user(client_factory) -> None:
     alice = await client_factory("alice")

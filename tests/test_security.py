@@ -17,7 +17,7 @@ from twisted.web.http_headers import Headers
 
 from chat.auth import TokenError, issue_token, verify_token
 from chat.client import ChatError, connect
-from chat.server import make_hub
+from chat.server import make_node
 from chat.settings import Settings, parse_duration
 from chat.web.origins import origin_allowed
 from chat.web.site import make_site
@@ -133,7 +133,9 @@ async def test_handshake_origin_checks() -> None:
     from twisted.internet.threads import deferToThread
 
     default = await start_server()
-    configured = await start_server(Settings(store="memory", allowed_origins=("https://*.example.com",)))
+    configured = await start_server(
+        Settings(store="memory", allowed_origins=("https://*.example.com",))
+    )
     host = default.url.removeprefix("ws://").removesuffix("/ws")
     try:
         cases = [
@@ -235,11 +237,11 @@ def self_signed(directory: Path) -> tuple[Path, Path, bytes]:
 @ensure
 async def test_tls_round_trip_with_the_client_library(tmp_path: Path) -> None:
     key, cert, pem = self_signed(tmp_path)
-    hub = make_hub(Settings(store="memory"), reactor)
+    node, _backend = make_node(Settings(store="memory"), reactor)
     endpoint = serverFromString(
         reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     )
-    port = await within(endpoint.listen(make_site(hub)))
+    port = await within(endpoint.listen(make_site(node)))
     tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
     client = await within(connect(f"wss://localhost:{port.getHost().port}/ws", tls=tls))
     try:
@@ -251,5 +253,5 @@ async def test_tls_round_trip_with_the_client_library(tmp_path: Path) -> None:
         assert items[1]["content"] == "over TLS"
     finally:
         await within(client.close())
-        await until(lambda: not hub.connections)
+        await until(lambda: not node.connections)
         await within(port.stopListening())

@@ -22,7 +22,7 @@ def buffered(transport) -> int:  # type: ignore[no-untyped-def]
 
 
 def connection_of(server, username: str) -> ChatConnection:  # type: ignore[no-untyped-def]
-    return next(c for c in server.hub.connections if c.session and c.session.username == username)
+    return next(c for c in server.node.connections if c.session and c.session.username == username)
 
 
 @ensure

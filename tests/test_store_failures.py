@@ -12,14 +12,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import serverFromString
 
 from chat.client import ChatError, connect
-from chat.connection import Hub
-from chat.service.chat import ChatService
+from chat.connection import Node
 from chat.service.routes import router
 from chat.settings import Settings
-from chat.stores.interface import LogItem
+from chat.stores.errors import StoreWriteError
+from chat.stores.interface import Appended
 from chat.stores.memory import MemoryLogStore
 from chat.web.site import make_site
-from tests.helpers import within
+from tests.helpers import chat_service, within
 
 ensure = pytest_twisted.ensureDeferred
 
@@ -27,16 +27,18 @@ ensure = pytest_twisted.ensureDeferred
 class BrokenDiskStore(MemoryLogStore):
     """Appends to channel ``broken`` fail, as a full disk would."""
 
-    def append(self, log: str, fields: Mapping[str, Any]) -> Deferred[LogItem]:
+    def append(
+        self, log: str, fields: Mapping[str, Any], copy_to: str | None = None, dedup: Any = None
+    ) -> Deferred[Appended]:
         if log == "#broken" and fields.get("kind") == "message":
-            return fail(OSError(28, "No space left on device"))
-        return super().append(log, fields)
+            return fail(StoreWriteError("[Errno 28] No space left on device"))
+        return super().append(log, fields, copy_to, dedup)
 
 
 @ensure
 async def test_failed_append_answers_internal_and_the_connection_stays_usable() -> None:
-    hub = Hub(ChatService(BrokenDiskStore()), router, Settings(store="memory"), reactor)
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(hub))
+    node = Node(chat_service(BrokenDiskStore()), router, Settings(store="memory"), reactor)
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(make_site(node))
     client = await within(connect(f"ws://127.0.0.1:{port.getHost().port}/ws"))
     try:
         await within(client.login("alice"))

@@ -125,11 +125,12 @@ def test_conversation_through_every_route(peers: Any) -> None:
     assert item["data"]["to"] == "tp_alice"
     assert {"channel": "tp_room", "users": 2} in alice.collect(6, "channels")
     assert alice.collect(7, "channel.users", {"channel": "tp_room"}) == [
-        {"username": "tp_alice"},
-        {"username": "tp_bob"},
+        {"username": "tp_alice", "online": True},
+        {"username": "tp_bob", "online": True},
     ]
     assert [i["seq"] for i in alice.collect(8, "history", {"channel": "tp_room"})] == [1, 2, 3]
     assert [i["content"] for i in alice.collect(9, "history")] == ["psst"]
+    assert [i["content"] for i in bob.collect(9, "history")] == ["psst"]  # [1.1] its own copy
     alice.send({"type": "fire", "route": "statistics", "data": {"memory_usage": 1000}})
     alice.send(
         {
@@ -204,7 +205,8 @@ def test_bad_frames_get_bad_frame_and_the_connection_stays(
     answer = peer.wait(lambda f: True)
     assert error_code(answer) == "bad_frame" and answer["id"] == expected_id
     assert peer.request(9, "login", {"username": "tp_after_bad"})["type"] == "response"
-    peer.close()  # frees the username for the next parameter
+    assert peer.request(10, "logout")["data"] == {}  # frees the username for the next one
+    peer.close()
 
 
 def test_every_error_code_a_client_can_provoke(peers: Any) -> None:

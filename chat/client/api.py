@@ -16,8 +16,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
-from chat.websocket import ClientLink
-from chat.websocket import connect as open_link
+from chat.websocket.client import ClientLink
+from chat.websocket.client import connect as open_link
 
 REFUSED_FRAME_CODES = frozenset({"bad_frame", "duplicate_id"})
 

@@ -10,6 +10,10 @@ reactor turn for every connection with work: control frames (responses, errors, 
 first, then the ready streams round-robin, each given a slice of bytes per turn so a busy feed
 cannot starve the statistics channel. Frames are joined into writes of about
 ``write_size`` bytes, and the loop stops as soon as the transport pauses us.
+
+Closing goes through here too (:meth:`Outbound.close_with`): every control frame queued
+before the decision to close is written, then the close frame, and nothing after it (a
+conforming client drops whatever follows a close frame, RFC 6455 section 5.5.1).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from zope.interface import implementer
 
+from chat.producers.pages import PageSlots
 from chat.producers.stream import StreamProducer
 from chat.protocol.errors import ErrorCode
 from chat.protocol.interactions import Interaction, Interactions
@@ -69,12 +74,12 @@ class Outbound:
     """All outbound traffic of one connection, and its producer towards the transport."""
 
     __slots__ = (
-        "after_flush",
         "bytes_written",
         "closed",
         "control",
         "frames",
         "interactions",
+        "pages",
         "pause_reading",
         "paused",
         "pauses",
@@ -104,7 +109,7 @@ class Outbound:
         self.control: list[bytes] = []
         self.paused = False
         self.closed = False
-        self.after_flush: list[Callable[[], None]] = []
+        self.pages = PageSlots()
         self.pauses = 0  # how often the transport paused us (observability and tests)
         self.bytes_written = 0
 
@@ -186,10 +191,16 @@ class Outbound:
         self.control.append(text_frame(payload))
         self.scheduler.schedule(self)
 
-    def when_flushed(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the frames queued so far are written (e.g. then close)."""
-        self.after_flush.append(callback)
-        self.scheduler.schedule(self)
+    def close_with(self, send_close: Callable[[], None]) -> None:
+        """Write the control frames queued so far, then the close frame (``send_close``), and
+        nothing after it: every stream stops and every interaction ends."""
+        if self.closed:
+            return
+        if self.control:
+            out, self.control = self.control, []
+            self._write(out, sum(map(len, out)))
+        send_close()
+        self.close()
 
     def flush(self) -> None:
         """Write control frames, then stream frames until done or paused."""
@@ -197,15 +208,6 @@ class Outbound:
             return
         out = self.control
         self.control = []
-        if self.after_flush:
-            if out:
-                self._write(out, sum(map(len, out)))
-                out = []
-            callbacks, self.after_flush = self.after_flush, []
-            for callback in callbacks:
-                callback()
-            if self.closed:
-                return
         size = sum(map(len, out))
         while self.queue and not self.paused:
             turn, self.queue = self.queue, []  # streams woken during this turn go next

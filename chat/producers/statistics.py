@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from chat.producers.stream import Outbound, StreamProducer
+from chat.producers.stream import StreamHost, StreamProducer
 from chat.protocol.errors import ProtocolError
 from chat.protocol.frames import encode_json
 from chat.protocol.interactions import Interaction
@@ -36,7 +36,7 @@ class StatisticsStream(StreamProducer):
 
     def __init__(
         self,
-        outbound: Outbound,
+        outbound: StreamHost,
         interaction: Interaction,
         clock: IReactorTime,
         snapshot: Snapshot,

@@ -15,15 +15,17 @@ from typing import Protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from chat.producers.pages import PageSlots
 from chat.protocol.errors import ErrorCode
+from chat.protocol.frames import next_frame
 from chat.protocol.interactions import Interaction
-from chat.protocol.wsframe import text_frame_header
 
 
-class Outbound(Protocol):
-    """What a stream needs from its connection (see :class:`chat.producers.outbound`)."""
+class StreamHost(Protocol):
+    """What a stream needs from its connection: the :class:`chat.producers.outbound.Outbound`."""
 
     frames: dict[tuple[str, int, int, bytes], bytes]  # framed item runs, shared per flush
+    pages: PageSlots  # the connection's slots for pages read from disk
 
     def ready(self, stream: StreamProducer) -> None: ...
 
@@ -52,7 +54,7 @@ class StreamProducer:
         "stopped",
     )
 
-    def __init__(self, outbound: Outbound, interaction: Interaction) -> None:
+    def __init__(self, outbound: StreamHost, interaction: Interaction) -> None:
         self.outbound = outbound
         self.interaction = interaction
         self.paused = False
@@ -87,10 +89,6 @@ class StreamProducer:
         if not (self.queued or self.stopped or self.paused):
             self.outbound.ready(self)
 
-    def credit_wakes(self) -> None:
-        """``request_n`` granted credit."""
-        self.wake()
-
     def receive(self, data: object) -> None:
         """A client ``next`` on a channel interaction; streams ignore it by default."""
 
@@ -118,8 +116,7 @@ class StreamProducer:
 
     def frame_item(self, payload: bytes) -> bytes:
         """A ``next`` frame of this interaction carrying an item that is already JSON."""
-        prefix = self.interaction.prefix
-        return b"".join((text_frame_header(len(prefix) + len(payload) + 1), prefix, payload, b"}"))
+        return next_frame(self.interaction.prefix, payload)
 
     def finish(self) -> None:
         """End the stream with ``complete``."""

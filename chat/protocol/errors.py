@@ -6,12 +6,12 @@ Hierarchy::
     ├── BadFrame             the frame itself is malformed (code ``bad_frame``)
     └── RouteError           raised by route handlers (any other code)
 
-``CloseCode`` lists the WebSocket close codes the server uses, with the reason each stands for.
+The WebSocket closes the server sends are in :mod:`chat.protocol.closes`.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
@@ -27,18 +27,6 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
-
-
-class CloseCode(IntEnum):
-    """WebSocket close codes (RFC 6455 section 7.4.1) and when this server sends them."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # server shutting down
-    UNSUPPORTED_DATA = 1003  # a binary message
-    INVALID_PAYLOAD = 1007  # invalid UTF-8 (Autobahn detects it)
-    POLICY_VIOLATION = 1008  # too many bad frames in a row
-    MESSAGE_TOO_BIG = 1009  # a frame over --max-frame-size (Autobahn detects it)
-    INTERNAL_ERROR = 1011
 
 
 class ProtocolError(Exception):

@@ -15,6 +15,7 @@ from typing import Any, Final, TypeGuard
 import orjson
 
 from chat.protocol.errors import BadFrame, ErrorCode
+from chat.protocol.wsframe import text_frame_header
 
 MAX_ID: Final = 2**53 - 1
 MAX_CREDIT: Final = 2**31 - 1
@@ -178,9 +179,24 @@ _PARSERS = {
     "request_n": _parse_request_n,
 }
 
+
 def encode_json(value: JSON) -> bytes:
-    """Compact UTF-8 JSON, the encoding of every byte this server sends (orjson)."""
+    """Compact UTF-8 JSON, the encoding of every byte this server sends (orjson).
+
+    For bytes that are written and dropped. What is kept beyond the request that made it
+    goes through :func:`encode_kept`.
+    """
     return orjson.dumps(value)
+
+
+def encode_kept(value: JSON) -> bytes:
+    """Like :func:`encode_json`, as an exact-size ``bytes`` for things that are kept.
+
+    ``orjson.dumps`` returns a buffer whose allocation is rounded up (about 4 KB for a result
+    of a few hundred bytes) and never shrinks (orjson issue #483); copying it through a
+    memoryview allocates exactly its length.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 def encode_response(frame_id: int, data: JSON) -> bytes:
@@ -198,9 +214,11 @@ def encode_error(frame_id: int | None, code: ErrorCode, message: str) -> bytes:
 
 
 def next_prefix(frame_id: int) -> bytes:
-    """The bytes before ``data`` in a ``next`` frame; append the item and ``b"}"``."""
+    """The bytes before ``data`` in a ``next`` frame of one interaction (see next_frame)."""
     return b'{"type":"next","id":%d,"data":' % frame_id
 
 
-def encode_next(frame_id: int, data: JSON) -> bytes:
-    return next_prefix(frame_id) + encode_json(data) + b"}"
+def next_frame(prefix: bytes, item: bytes) -> bytes:
+    """The whole WebSocket frame of one ``next``: ``item`` is JSON already, ``prefix`` is
+    :func:`next_prefix` of the interaction. The only place a ``next`` frame is built."""
+    return b"".join((text_frame_header(len(prefix) + len(item) + 1), prefix, item, b"}"))

@@ -29,7 +29,8 @@ from enum import StrEnum
 from typing import Final
 
 from chat.protocol import frames
-from chat.protocol.errors import BadFrame, CloseCode, ErrorCode
+from chat.protocol.closes import BAD_FRAMES, Disconnect
+from chat.protocol.errors import BadFrame, ErrorCode
 
 DEFAULT_MAX_OPEN: Final = 64
 DEFAULT_MAX_BAD_IN_ROW: Final = 100
@@ -116,10 +117,9 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class CloseConnection:
-    """The client misbehaved past the limit: close the WebSocket with this code."""
+    """The client misbehaved past the limit: close the WebSocket."""
 
-    code: CloseCode
-    reason: str
+    disconnect: Disconnect
 
 
 Event = Opened | Fired | ClientNext | ClientCompleted | Cancelled | CreditGranted | Refused
@@ -153,9 +153,7 @@ class Interactions:
         except BadFrame as exc:
             self.bad_in_row += 1
             if self.bad_in_row >= self.max_bad_in_row:
-                return CloseConnection(
-                    CloseCode.POLICY_VIOLATION, f"{self.bad_in_row} bad frames in a row"
-                )
+                return CloseConnection(BAD_FRAMES.because(f"{self.bad_in_row}"))
             self.on_error(exc.code)
             return Refused(frames.encode_error(exc.frame_id, exc.code, exc.message))
         self.bad_in_row = 0

@@ -60,6 +60,8 @@ def split_text_frames(buffer: bytes, max_payload: int) -> tuple[list[bytes], int
             if end - head < 2:
                 break
             length = int.from_bytes(buffer[head : head + 2], "big")
+            if length < 126:
+                break  # not the minimal length encoding: RFC 6455 forbids it (Autobahn: 1002)
             head += 2
         elif length == 127:
             break  # over 64 KiB: leave it to the full parser and its size limit

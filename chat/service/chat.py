@@ -1,37 +1,35 @@
-"""The state of one chat server: who is logged in, who is in which channel, what was counted.
+"""The chat domain of one server node: sessions, channels, messages, read positions, counters.
 
-Sessions are the avatars of logged-in connections (after twisted.words): a :class:`Session`
-owns its channel memberships and the ``messages`` feeds open on its connection, and ends when
-the connection closes, leaving every channel it was in. Channels and inboxes are logs in the
-store; this module appends ``join``/``leave``/``message`` items to them and tells the session's
-feeds where their channel segments start and end.
+After twisted.words' ``IChatService``: sessions (:mod:`chat.service.session`) are the avatars
+of logged-in users, channels and inboxes are logs in the store. Every method decides its
+effect on the session *when it is called* — membership, limits, who may post — and the store
+then appends in call order; so a connection's requests take effect in the order they arrive
+(PROTOCOL.md, Rules in detail), whatever the store's latency. The membership listeners of a
+session (its ``messages`` feeds) are told of each join and leave once its item is stored.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import time
-import uuid
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chat.producers.feed import FeedStream
+from chat.protocol import items
 from chat.protocol.errors import ErrorCode, RouteError
-from chat.service.presence import LocalPresence, Presence
-from chat.stores.interface import ILogStore, LogItem, channel_log, inbox_log
+from chat.service.errors import store_failure
+from chat.service.session import Membership, Session, SessionState
+from chat.settings import Settings
+from chat.stores.interface import Appended, Dedup, ILogStore, IPresence, channel_log, inbox_log
+from chat.stores.presence import LocalState
 
 log = Logger()
-T = TypeVar("T")
-
-
-def _item(item: LogItem) -> LogItem:
-    return item
-
 
 STATISTICS_FIELDS: Final = {
     "users": "user_count",
@@ -43,102 +41,128 @@ STATISTICS_FIELDS: Final = {
 
 
 def resident_memory() -> int:
-    """This process's resident set size in bytes (peak RSS where /proc is missing)."""
+    """This process's resident set size in bytes (its peak where /proc is missing)."""
     try:
         with open("/proc/self/statm", "rb") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes
 
 
-class Session:
-    """One logged-in connection's user."""
+def _taken(username: str) -> RouteError:
+    return RouteError(ErrorCode.USERNAME_TAKEN, f"{username!r} is logged in on another connection")
 
-    def __init__(self, username: str) -> None:
-        self.username = username
-        self.session_id = uuid.uuid4().hex
-        self.channels: dict[str, int] = {}  # channel -> seq of this session's join item
-        self.pending: dict[str, Deferred[Any]] = {}  # channel -> join/leave in flight
-        self.feeds: list[FeedStream] = []  # open `messages` feeds; usually one
-        self.client_memory: int | None = None
-        self.ended = False
+
+def _unknown_user(username: str) -> RouteError:
+    return RouteError(ErrorCode.NOT_FOUND, f"no user {username!r} has ever logged in")
 
 
 class ChatService:
-    """Sessions, channels and counters over one log store."""
+    """Sessions, channels and counters over one log store and one presence."""
 
     def __init__(
         self,
         store: ILogStore,
+        presence: IPresence,
+        settings: Settings,
+        clock: IReactorTime,
         memory: Callable[[], int] = resident_memory,
-        presence: Presence | None = None,
     ) -> None:
         self.store = store
+        self.presence = presence
+        self.settings = settings
+        self.clock = clock
         self.memory = memory
-        # Who is logged in and in which channel on every node; sessions and members below are
-        # this node's own.
-        self.presence: Presence = presence if presence is not None else LocalPresence()
-        self.sessions: dict[str, Session] = {}
-        self.claims: dict[str, str] = {}  # username -> session id, while the claim runs
-        self.members: dict[str, dict[str, Session]] = {}
+        self.sessions: dict[str, Session] = {}  # this node's, by username
         self.connection_count = 0
         self.message_count = 0  # items appended to any log since start
         self.append_latency: Callable[[float], None] = lambda seconds: None  # set by metrics
 
     # Sessions
 
-    def claim(self, username: str) -> Deferred[None]:
-        """Reserve ``username`` on every node for a login; then call :meth:`login`.
+    def login(
+        self,
+        connection: object,
+        username: str,
+        resume: str | None,
+        token_valid: bool,
+        still_open: Callable[[], bool],
+    ) -> Deferred[tuple[Session, bool]]:
+        """Attach ``connection`` to the live session of ``username`` when it may (``resume``
+        names it, or a valid token proves the user), else start a new session.
 
-        Fails with ``username_taken`` when a live session (on any node) holds it. With the
-        in-process presence it fires at once.
+        Fires with ``(session, resumed)``; fails with ``username_taken`` when a live session
+        holds the name and this login may not attach, ``rate_limited`` when the session has
+        its most connections.
         """
-        if username in self.sessions or username in self.claims:
-            return fail(_taken(username))
-        session_id = self.claims[username] = uuid.uuid4().hex
+        session = self.sessions.get(username)
+        if session is not None and session.state is SessionState.CLAIMING:
+            if not token_valid:
+                return _failed(_taken(username))
+            waited: Deferred[tuple[Session, bool]] = Deferred()
+            session.claimed.addBoth(
+                lambda _: self.login(connection, username, resume, token_valid, still_open)
+                .chainDeferred(waited)
+            )  # fmt: skip
+            return waited
+        if session is not None:
+            if resume != session.session_id and not token_valid:
+                return _failed(_taken(username))
+            most = self.settings.max_connections_per_session
+            if len(session.connections) >= most:
+                return _failed(
+                    RouteError(
+                        ErrorCode.RATE_LIMITED,
+                        f"{most} connections are attached to this session already; "
+                        "close one to attach another",
+                    )
+                )
+            was = session.state
+            session.attach(connection)
+            if was is SessionState.LINGERING:
+                self.presence.set_online(username, True)
+            return succeed((session, True))
+        return self._new_session(connection, username, still_open)
 
-        def claimed(ok: bool) -> None:
+    def _new_session(
+        self, connection: object, username: str, still_open: Callable[[], bool]
+    ) -> Deferred[tuple[Session, bool]]:
+        session = Session(username, self.clock, self.settings.session_linger, self._ended)
+        self.sessions[username] = session
+
+        def claimed(ok: bool) -> tuple[Session, bool]:
             if not ok:
-                self.claims.pop(username, None)
+                session.claim_failed()
                 raise _taken(username)
+            session.claim_succeeded(connection)
+            self.presence.set_online(username, True)
+            self.store.remember_user(username)
+            if not still_open():  # the connection closed while the claim was in flight
+                self.detach(connection, session, logout=True)
+                raise RouteError(ErrorCode.INTERNAL, "the connection closed during the login")
+            return session, False
 
         def failed(failure: Failure) -> Failure:
-            self.claims.pop(username, None)
-            return _unreachable(failure)
+            if session.state is SessionState.CLAIMING:
+                session.claim_failed()
+            return store_failure(failure)
 
-        return self.presence.claim(username, session_id).addCallbacks(claimed, failed)
+        d = self.presence.claim(username, session.session_id)
+        return d.addCallbacks(claimed, failed)
 
-    def unclaim(self, username: str) -> None:
-        """A claimed username will not log in after all (its connection closed)."""
-        session_id = self.claims.pop(username, None)
-        if session_id is not None:
-            self.presence.release(username, session_id)
-
-    def login(self, username: str) -> Session:
-        """The session of a claimed ``username`` (claims it here if nobody did)."""
-        if username in self.sessions:
-            raise _taken(username)
-        session = Session(username)
-        session_id = self.claims.pop(username, None)
-        if session_id is not None:
-            session.session_id = session_id
-        else:
-            claimed = self.presence.claim(username, session.session_id)
-            if not (claimed.called and _result(claimed)):
-                raise _taken(username)  # only the in-process presence answers at once
-        self.sessions[username] = session
-        self.store.remember_user(username)
-        return session
-
-    def logout(self, session: Session) -> None:
-        """The session's connection closed: leave every channel, free the username."""
-        if session.ended:
+    def detach(self, connection: object, session: Session, logout: bool) -> None:
+        """``connection`` leaves ``session`` (it closed, or logged out)."""
+        if connection not in session.connections:
             return
-        session.ended = True
-        session.feeds.clear()
+        if session.detach(connection, logout) is SessionState.LINGERING:
+            self.presence.set_online(session.username, False)
+
+    def _ended(self, session: Session) -> None:
+        """A session ended: free its name, and its user leaves every channel."""
         if self.sessions.get(session.username) is session:
             del self.sessions[session.username]
-            self.presence.release(session.username, session.session_id)
+        self.presence.release(session.username, session.session_id)
         for channel in list(session.channels):
             self.leave(session, channel).addErrback(self._leave_failed, session, channel)
 
@@ -151,123 +175,117 @@ class ChatService:
             channel=channel,
         )
 
+    def end_all(self) -> None:
+        """Shutdown: every session ends now (its leave items are queued before the store
+        closes)."""
+        for session in list(self.sessions.values()):
+            session.end()
+
+    def local_state(self) -> LocalState:
+        """This node's own sessions, memberships and online users (for a shared presence)."""
+        live = [s for s in self.sessions.values() if s.live]
+        return LocalState(
+            {s.username: s.session_id for s in live},
+            {(channel, s.username) for s in live for channel in s.channels},
+            {s.username for s in live if s.connections},
+        )
+
     # Channels
 
-    def users_in(self, channel: str) -> list[str]:
-        return self.presence.users_in(channel)
-
-    def member_count(self, channel: str) -> int:
-        return self.presence.member_count(channel)
-
     def join(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
-        return self._after_pending(session, channel, self._join)
-
-    def leave(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
-        return self._after_pending(session, channel, self._leave)
-
-    def _after_pending(
-        self,
-        session: Session,
-        channel: str,
-        action: Callable[[Session, str], Deferred[dict[str, Any]]],
-    ) -> Deferred[dict[str, Any]]:
-        """Run joins and leaves of one session and channel one after the other."""
-        previous = session.pending.get(channel)
-        if previous is None:
-            d = action(session, channel)
-        else:
-            d = Deferred()
-            previous.addBoth(lambda _: action(session, channel).chainDeferred(d))
-        if not d.called:
-            session.pending[channel] = d
-
-            def done(result: Any) -> Any:
-                if session.pending.get(channel) is d:
-                    del session.pending[channel]
-                return result
-
-            d.addBoth(done)
-        return d
-
-    def _join(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
-        log = channel_log(channel)
-        if channel in session.channels:
-            answer = {
-                "channel": channel,
-                "seq": self.store.last_seq(log),
-                "users": self.presence.member_count(channel),
-            }
-            return succeed(answer)
+        membership = session.channels.get(channel)
+        if membership is not None:  # a member already: answer with the last item
+            last = self.store.last_seq
+            return membership.stored().addCallback(
+                lambda _: self._member_answer(channel, last(channel_log(channel)))
+            )
+        most = self.settings.max_channels_per_user
+        if most and len(session.channels) >= most:
+            raise RouteError(
+                ErrorCode.FORBIDDEN, f"at most {most} channels per user; leave one to join another"
+            )
+        cap = self.settings.max_channels
+        if cap and not self.store.has_channel(channel) and self.store.channel_count() >= cap:
+            raise RouteError(
+                ErrorCode.FORBIDDEN,
+                f"the server has {cap} channels, its limit; join an existing channel",
+            )
+        membership = session.channels[channel] = Membership()
+        self.presence.joined(channel, session.username)
         self.store.add_channel(channel)
 
-        def joined(item: LogItem) -> dict[str, Any]:
-            if session.ended:  # the connection closed while the join was in flight
-                fields = {"kind": "leave", "channel": channel, "from": session.username}
-                self._append(log, fields, _item).addErrback(
-                    self._leave_failed, session, channel
-                )
-            else:
-                session.channels[channel] = item.seq
-                self.members.setdefault(channel, {})[session.username] = session
-                self.presence.joined(channel, session.username)
-                for feed in list(session.feeds):
-                    feed.follow(channel, item.seq)
-            users = self.presence.member_count(channel)
-            return {"channel": channel, "seq": item.seq, "users": users}
+        def stored(appended: Appended) -> dict[str, Any]:
+            for listener in list(session.listeners):
+                listener.joined(channel, appended.seq)
+            answer = self._member_answer(channel, appended.seq)
+            membership.set_stored(appended.seq)
+            return answer
 
-        fields = {"kind": "join", "channel": channel, "from": session.username}
-        return self._append(log, fields, joined)
+        def failed(failure: Failure) -> Failure:
+            if session.channels.get(channel) is membership:
+                del session.channels[channel]
+                self.presence.left(channel, session.username)
+            membership.set_stored(0)  # a join that waited for this one answers now
+            return store_failure(failure)
 
-    def _leave(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
-        if channel not in session.channels:
+        item = items.join_item(channel, session.username)
+        return self._append(channel_log(channel), item).addCallbacks(stored, failed)
+
+    def _member_answer(self, channel: str, seq: int) -> dict[str, Any]:
+        return {"channel": channel, "seq": seq, "users": self.presence.member_count(channel)}
+
+    def leave(self, session: Session, channel: str) -> Deferred[dict[str, Any]]:
+        if session.channels.pop(channel, None) is None:
             return succeed({"channel": channel})
-        del session.channels[channel]
-        members = self.members.get(channel, {})
-        if members.get(session.username) is session:
-            del members[session.username]
-            self.presence.left(channel, session.username)
+        self.presence.left(channel, session.username)
 
-        def left(item: LogItem) -> dict[str, Any]:
-            for feed in list(session.feeds):
-                feed.unfollow(channel, item.seq)
+        def stored(appended: Appended) -> dict[str, Any]:
+            for listener in list(session.listeners):
+                listener.left(channel, appended.seq)
             return {"channel": channel}
 
-        fields = {"kind": "leave", "channel": channel, "from": session.username}
-        return self._append(channel_log(channel), fields, left)
+        item = items.leave_item(channel, session.username)
+        return self._append(channel_log(channel), item).addCallbacks(stored, store_failure)
 
     # Messages
 
-    def post(self, session: Session, channel: str, content: str) -> Deferred[dict[str, Any]]:
+    def post(
+        self, session: Session, channel: str, content: str, client_id: str | None = None
+    ) -> Deferred[dict[str, Any]]:
         if channel not in session.channels:
             if not self.store.has_channel(channel):
                 reason = f"channel {channel!r} does not exist; join it to create it"
             else:
                 reason = f"join channel {channel!r} before posting to it"
             raise RouteError(ErrorCode.FORBIDDEN, reason)
-        fields = {"kind": "message", "channel": channel, "from": session.username}
-        fields["content"] = content
-        return self._message(channel_log(channel), fields, channel)
+        item = items.channel_message(channel, session.username, content, client_id)
+        dedup = Dedup(session.username, client_id) if client_id is not None else None
+        return self._message(channel_log(channel), item, channel, dedup=dedup)
+
+    def private_recipient_known(self, username: str) -> Deferred[None] | None:
+        """``None`` when ``username`` is known here; else a Deferred that fails with
+        ``not_found`` unless the store (shared by other nodes) knows it."""
+        if self.store.knows_user(username):
+            return None
+
+        def found(known: bool) -> None:
+            if not known:
+                raise _unknown_user(username)
+
+        return self.store.find_user(username).addCallbacks(found, store_failure)
 
     def send_private(
-        self, session: Session, username: str, content: str
+        self, session: Session, username: str, content: str, client_id: str | None = None
     ) -> Deferred[dict[str, Any]]:
+        """Append to the sender's inbox and (unless it is the sender) the recipient's, as one
+        append; answer with the sender's copy."""
         if not self.store.knows_user(username):
-            # A store shared by several nodes may know more than this node has heard yet.
-
-            def found(known: bool) -> Deferred[dict[str, Any]]:
-                if not known:
-                    raise _unknown_user(username)
-                return self.send_private(session, username, content)
-
-            return self.store.find_user(username).addCallbacks(found, _unreachable)
-        fields = {
-            "kind": "message",
-            "channel": None,
-            "from": session.username,
-            "to": username,
-            "content": content,
-        }
-        return self._message(inbox_log(username), fields, None)
+            raise _unknown_user(username)
+        item = items.private_message(session.username, username, content, client_id)
+        dedup = Dedup(session.username, client_id) if client_id is not None else None
+        own, theirs = inbox_log(session.username), inbox_log(username)
+        copy_to = theirs if theirs != own else None
+        return self._message(own, item, None, copy_to=copy_to, dedup=dedup)
 
     def announce(self, channel: str, sender: str, content: str) -> Deferred[dict[str, Any]]:
         """A message from outside any session (HTTP publish API, Redis bridge).
@@ -276,32 +294,74 @@ class ChatService:
         """
         if not self.store.has_channel(channel):
             raise RouteError(ErrorCode.NOT_FOUND, f"channel {channel!r} does not exist")
-        fields = {"kind": "message", "channel": channel, "from": sender, "content": content}
-        return self._message(channel_log(channel), fields, channel)
-
-    def _message(
-        self, log: str, fields: dict[str, Any], channel: str | None
-    ) -> Deferred[dict[str, Any]]:
-        """Append a message; answer ``{"channel", "seq", "ts"}`` once it is stored."""
-        return self._append(
-            log, fields, lambda item: {"channel": channel, "seq": item.seq, "ts": item.ts}
+        return self._message(
+            channel_log(channel), items.channel_message(channel, sender, content), channel
         )
 
+    def _message(
+        self,
+        log_key: str,
+        item: items.Item,
+        channel: str | None,
+        copy_to: str | None = None,
+        dedup: Dedup | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        """Append a message; answer ``{"channel", "seq", "ts", "duplicate"}`` once stored."""
+
+        def answer(appended: Appended) -> dict[str, Any]:
+            return {
+                "channel": channel,
+                "seq": appended.seq,
+                "ts": appended.ts,
+                "duplicate": appended.duplicate,
+            }
+
+        d = self._append(log_key, item, copy_to, dedup)
+        return d.addCallbacks(answer, store_failure)
+
     def _append(
-        self, log: str, fields: dict[str, Any], answer: Callable[[LogItem], T]
-    ) -> Deferred[T]:
-        """Every append goes through here: counted, timed for /metrics, then answered.
+        self,
+        log_key: str,
+        item: items.Item,
+        copy_to: str | None = None,
+        dedup: Dedup | None = None,
+    ) -> Deferred[Appended]:
+        """Every append goes through here: counted and timed for /metrics."""
+        started = self.clock.seconds()
 
-        One callback does all three, so a ``message`` costs a single Deferred hop here.
-        """
-        started = time.perf_counter()
+        def stored(appended: Appended) -> Appended:
+            if not appended.duplicate:
+                self.message_count += 1 if copy_to is None else 2
+            self.append_latency(self.clock.seconds() - started)
+            return appended
 
-        def stored(item: LogItem) -> T:
-            self.message_count += 1
-            self.append_latency(time.perf_counter() - started)
-            return answer(item)
+        return self.store.append(log_key, item, copy_to, dedup).addCallback(stored)
 
-        return self.store.append(log, fields).addCallbacks(stored, _unreachable)
+    # Read positions
+
+    def read(self, session: Session, channel: str | None, seq: int) -> Deferred[dict[str, Any]]:
+        """Raise the user's read position in a member channel (``None``: the inbox)."""
+        if channel is None:
+            log_key = inbox_log(session.username)
+        elif channel in session.channels:
+            log_key = channel_log(channel)
+        else:
+            raise RouteError(
+                ErrorCode.FORBIDDEN, f"not a member of channel {channel!r}; join it first"
+            )
+        seq = min(seq, self.store.last_seq(log_key))
+        d = self.store.save_read(session.username, log_key, seq)
+        return d.addCallbacks(lambda stored: {"channel": channel, "seq": stored}, store_failure)
+
+    def conversations(self, session: Session) -> list[tuple[str | None, str, int]]:
+        """(channel, log, last seq) of each member channel sorted by name, then the inbox."""
+        rows: list[tuple[str | None, str, int]] = []
+        for channel in sorted(session.channels):
+            log_key = channel_log(channel)
+            rows.append((channel, log_key, self.store.last_seq(log_key)))
+        inbox = inbox_log(session.username)
+        rows.append((None, inbox, self.store.last_seq(inbox)))
+        return rows
 
     # Statistics
 
@@ -316,24 +376,7 @@ class ChatService:
         return {STATISTICS_FIELDS[i]: values[i]() for i in ids}
 
 
-def _unreachable(failure: Failure) -> Failure:
-    """A store that cannot be reached now (Redis away): ``internal``, saying so plainly."""
-    if failure.check(ConnectionError):
-        message = f"the message store is unreachable ({failure.value}); retry shortly"
-        return Failure(RouteError(ErrorCode.INTERNAL, message))
-    return failure
-
-
-def _unknown_user(username: str) -> RouteError:
-    return RouteError(ErrorCode.NOT_FOUND, f"no user {username!r} has ever logged in")
-
-
-def _taken(username: str) -> RouteError:
-    return RouteError(ErrorCode.USERNAME_TAKEN, f"{username!r} is logged in on another connection")
-
-
-def _result(d: Deferred[bool]) -> bool:
-    """The result of a Deferred that has fired (errors count as False)."""
-    box: list[bool] = []
-    d.addCallbacks(box.append, lambda _: box.append(False))
-    return bool(box and box[0])
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d

@@ -7,34 +7,29 @@
     @router.request("channel.join")
     def join(ctx, data): ...            # -> JSON or Deferred[JSON]: the response
 
-    @router.stream("channels")
-    def channels(ctx, interaction, data): ...   # -> a StreamProducer
+    @router.stream("history", after_writes=True)
+    def history(ctx, interaction, data): ...   # -> a StreamProducer
 
-    @router.fire("statistics", login=True)
+    @router.fire("statistics")
     def statistics(ctx, data): ...      # -> None
 
-A route used with another interaction model than it was registered for is unknown
-(PROTOCOL.md), and the error message says which models it does take.
+``ctx`` is the connection's :class:`~chat.service.context.RouteContext`. A route registered
+with ``after_writes`` reads what earlier requests of the same connection wrote: it runs only
+once their writes are done (PROTOCOL.md: each request sees the effects of every earlier one).
+A route used with another interaction model than it was registered for is unknown, and the
+error message says which models it does take.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
-from chat.protocol.interactions import Interaction, Kind
-
-if TYPE_CHECKING:
-    from chat.connection import ChatConnection
-    from chat.producers.stream import StreamProducer
+from chat.protocol.interactions import Kind
 
 FIRE = "fire"
-
-RequestHandler = Callable[["ChatConnection", Any], Any]
-StreamHandler = Callable[["ChatConnection", Interaction, Any], "StreamProducer"]
-FireHandler = Callable[["ChatConnection", Any], None]
 H = TypeVar("H", bound=Callable[..., Any])
 
 
@@ -44,6 +39,7 @@ class Route:
     name: str
     handler: Callable[..., Any]
     login: bool
+    after_writes: bool
 
 
 class Router:
@@ -52,24 +48,28 @@ class Router:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Route] = {}
 
-    def _register(self, model: str, name: str, login: bool) -> Callable[[H], H]:
+    def _register(self, model: str, name: str, login: bool, after_writes: bool) -> Callable[[H], H]:
         def register(handler: H) -> H:
-            self.routes[(model, name)] = Route(model, name, handler, login)
+            self.routes[(model, name)] = Route(model, name, handler, login, after_writes)
             return handler
 
         return register
 
-    def request(self, name: str, *, login: bool = True) -> Callable[[H], H]:
-        return self._register(Kind.REQUEST, name, login)
+    def request(
+        self, name: str, *, login: bool = True, after_writes: bool = False
+    ) -> Callable[[H], H]:
+        return self._register(Kind.REQUEST, name, login, after_writes)
 
-    def stream(self, name: str, *, login: bool = True) -> Callable[[H], H]:
-        return self._register(Kind.STREAM, name, login)
+    def stream(
+        self, name: str, *, login: bool = True, after_writes: bool = False
+    ) -> Callable[[H], H]:
+        return self._register(Kind.STREAM, name, login, after_writes)
 
     def channel(self, name: str, *, login: bool = True) -> Callable[[H], H]:
-        return self._register(Kind.CHANNEL, name, login)
+        return self._register(Kind.CHANNEL, name, login, False)
 
     def fire(self, name: str, *, login: bool = True) -> Callable[[H], H]:
-        return self._register(FIRE, name, login)
+        return self._register(FIRE, name, login, False)
 
     def find(self, model: str, name: str) -> Route | None:
         return self.routes.get((model, name))

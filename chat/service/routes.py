@@ -1,31 +1,33 @@
 """Every route of PROTOCOL.md, as handlers on one :class:`Router`.
 
-A handler validates its ``data`` (``invalid_data`` with a precise message), asks the
-:class:`~chat.service.chat.ChatService` to act, and returns the response (requests) or the
-stream producer that will deliver the items (streams and channels).
+A handler validates its ``data`` (``invalid_data`` with a precise message), charges the
+connection's limits, asks the :class:`~chat.service.chat.ChatService` to act, and returns the
+response (requests) or the stream producer that will deliver the items (streams and channels).
+Requests that write mark it with ``ctx.track``; those whose decision needs I/O first hold the
+connection's later frames with ``ctx.hold`` (see :mod:`chat.service.context`).
 """
 
 from __future__ import annotations
 
-import weakref
-from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
+
+from twisted.python.failure import Failure
 
 from chat.auth import TokenError, verify_token
 from chat.producers.feed import INBOX_KEY, FeedStream
-from chat.producers.listing import ListStream
+from chat.producers.listing import ChannelsStream, ConversationsStream, HistoryStream, MembersStream
 from chat.producers.statistics import StatisticsOptions, StatisticsStream
 from chat.producers.stream import StreamProducer
+from chat.protocol.closes import LOGIN_FAILURES
 from chat.protocol.errors import ErrorCode, RouteError
-from chat.protocol.frames import encode_json
 from chat.protocol.interactions import Interaction
+from chat.protocol.items import conversation_prefixes
 from chat.service import validation as v
-from chat.service.chat import STATISTICS_FIELDS, Session
+from chat.service.chat import STATISTICS_FIELDS
+from chat.service.context import RouteContext
 from chat.service.router import Router
-from chat.stores.interface import channel_log, inbox_log
-
-if TYPE_CHECKING:
-    from chat.connection import ChatConnection
+from chat.service.session import LoginEvent, LoginState, Session
+from chat.stores.interface import channel_log, history_bounds, inbox_log
 
 HISTORY_DEFAULT_LIMIT: Final = 100
 HISTORY_MAX_LIMIT: Final = 1000
@@ -34,48 +36,88 @@ PERIOD_MIN: Final = 0.1
 PERIOD_MAX: Final = 3600.0
 
 router = Router()
-_logging_in: weakref.WeakSet[ChatConnection] = weakref.WeakSet()  # a claim is in flight
 
 
-def _session(ctx: ChatConnection) -> Session:
-    assert ctx.session is not None  # the router checked the login
-    return ctx.session
+def _session(ctx: RouteContext) -> Session:
+    session = ctx.session
+    assert session is not None  # the router checked the login
+    return session
+
+
+# Sessions
 
 
 @router.request("login", login=False)
-def login(ctx: ChatConnection, data: object) -> Any:
+def login(ctx: RouteContext, data: object) -> Any:
     fields = v.obj(data, "login")
-    if ctx.session is not None:
+    state = ctx.login.state
+    if state is LoginState.LOGGED_IN:
+        assert ctx.session is not None
         raise v.invalid(f"this connection is already logged in as {ctx.session.username!r}")
+    if state is not LoginState.ANONYMOUS:
+        raise v.invalid("this connection is already logging in")
     username = v.name(fields, "username")
+    resume = v.optional_str(fields, "resume")
+    token_valid = False
     if ctx.settings.auth == "token":
         try:
             verify_token(ctx.settings.secret, fields.get("token"), username)
         except TokenError as exc:
-            ctx.auth_failed()
+            _login_failed(ctx)
             raise RouteError(ErrorCode.UNAUTHENTICATED, str(exc)) from None
-    if ctx in _logging_in:
-        raise v.invalid("this connection is already logging in")
-    _logging_in.add(ctx)
+        token_valid = True
+    ctx.login.fire(LoginEvent.LOGIN)
 
-    def claimed(_: object) -> dict[str, Any]:
-        _logging_in.discard(ctx)
-        if ctx.lost:  # the connection closed while the claim was in flight
-            ctx.service.unclaim(username)
-            raise RouteError(ErrorCode.INTERNAL, "the connection closed")
-        session = ctx.login(username)
-        return {"username": username, "session_id": session.session_id, "epoch": ctx.store.epoch}
+    def logged_in(result: tuple[Session, bool]) -> dict[str, Any]:
+        session, resumed = result
+        if ctx.login.state is not LoginState.LOGGING_IN:  # closed meanwhile
+            ctx.service.detach(ctx, session, logout=False)
+            raise RouteError(ErrorCode.INTERNAL, "the connection closed during the login")
+        ctx.login.fire(LoginEvent.LOGGED_IN, session)
+        ctx.logged_in()
+        return {
+            "username": username,
+            "session_id": session.session_id,
+            "epoch": ctx.service.store.epoch,
+            "resumed": resumed,
+        }
 
-    def failed(failure: Any) -> Any:
-        _logging_in.discard(ctx)
+    def failed(failure: Failure) -> Failure:
+        if ctx.login.state is LoginState.LOGGING_IN:
+            ctx.login.fire(LoginEvent.FAILED)
         return failure
 
-    return ctx.service.claim(username).addCallbacks(claimed, failed)
+    d = ctx.service.login(ctx, username, resume, token_valid, ctx.is_open)
+    d.addCallbacks(logged_in, failed)
+    ctx.hold(d)
+    return d
+
+
+def _login_failed(ctx: RouteContext) -> None:
+    """A token login failed; too many close the connection once the error is sent."""
+    limits = ctx.limits
+    limits.auth_failures += 1
+    if limits.auth_failures >= ctx.settings.max_auth_failures:
+        ctx.close(LOGIN_FAILURES.because(f"{limits.auth_failures} in a row"))
+
+
+@router.request("logout")
+def logout(ctx: RouteContext, data: object) -> Any:
+    v.nothing(data, "logout")
+    session = _session(ctx)
+    ctx.login.fire(LoginEvent.LOGOUT)
+    for feed in list(ctx.feeds):
+        feed.fail(ErrorCode.UNAUTHENTICATED, "this connection logged out")
+    ctx.service.detach(ctx, session, logout=True)
+    return {}
+
+
+# Messages and channels
 
 
 @router.request("message")
-def message(ctx: ChatConnection, data: object) -> Any:
-    ctx.spend_message_token()
+def message(ctx: RouteContext, data: object) -> Any:
+    ctx.limits.message()
     fields = v.obj(data, "message")
     to_channel = fields.get("channel") is not None
     to_user = fields.get("user") is not None
@@ -85,64 +127,77 @@ def message(ctx: ChatConnection, data: object) -> Any:
         raise v.invalid('missing field "channel" (a channel message) or "user" (a private one)')
     target = v.name(fields, "channel" if to_channel else "user")
     content = v.content(fields, ctx.settings.max_content_length)
+    client_id = v.client_id(fields)
+    session = _session(ctx)
+    service = ctx.service
     if to_channel:
-        return ctx.service.post(_session(ctx), target, content)
-    return ctx.service.send_private(_session(ctx), target, content)
+        return ctx.track(service.post(session, target, content, client_id))
+    lookup = service.private_recipient_known(target)
+    if lookup is None:
+        return ctx.track(service.send_private(session, target, content, client_id))
+    # Another node may know the user: decide after asking, holding later frames meanwhile.
+    sent = lookup.addCallback(
+        lambda _: ctx.track(service.send_private(session, target, content, client_id))
+    )
+    ctx.hold(sent)
+    return sent
 
 
 @router.request("channel.join")
-def channel_join(ctx: ChatConnection, data: object) -> Any:
+def channel_join(ctx: RouteContext, data: object) -> Any:
     channel = v.name(v.obj(data, "channel.join"), "channel")
-    session = _session(ctx)
-    most = ctx.settings.max_channels_per_user
-    if most and channel not in session.channels and len(session.channels) >= most:
-        raise RouteError(
-            ErrorCode.FORBIDDEN, f"at most {most} channels per user; leave one to join another"
-        )
-    return ctx.service.join(session, channel)
+    ctx.limits.membership()
+    return ctx.track(ctx.service.join(_session(ctx), channel))
 
 
 @router.request("channel.leave")
-def channel_leave(ctx: ChatConnection, data: object) -> Any:
+def channel_leave(ctx: RouteContext, data: object) -> Any:
     channel = v.name(v.obj(data, "channel.leave"), "channel")
-    return ctx.service.leave(_session(ctx), channel)
+    ctx.limits.membership()
+    return ctx.track(ctx.service.leave(_session(ctx), channel))
 
 
 @router.stream("channels")
-def channels(ctx: ChatConnection, interaction: Interaction, data: object) -> StreamProducer:
-    count = ctx.service.member_count
-    items = [encode_json({"channel": name, "users": count(name)}) for name in ctx.store.channels()]
-    return ListStream(ctx.outbound, interaction, items)
+def channels(ctx: RouteContext, interaction: Interaction, data: object) -> StreamProducer:
+    service = ctx.service
+    return ChannelsStream(ctx.outbound, interaction, service.store, service.presence)
 
 
 @router.stream("channel.users")
-def channel_users(ctx: ChatConnection, interaction: Interaction, data: object) -> StreamProducer:
+def channel_users(ctx: RouteContext, interaction: Interaction, data: object) -> StreamProducer:
     channel = v.name(v.obj(data, "channel.users"), "channel")
-    items = [encode_json({"username": name}) for name in ctx.service.users_in(channel)]
-    return ListStream(ctx.outbound, interaction, items)
+    return MembersStream(ctx.outbound, interaction, ctx.service.presence, channel)
+
+
+# The feed
 
 
 @router.stream("messages")
-def messages(ctx: ChatConnection, interaction: Interaction, data: object) -> StreamProducer:
+def messages(ctx: RouteContext, interaction: Interaction, data: object) -> StreamProducer:
     fields = v.obj(data, "messages", optional=True)
     since = _since(fields.get("since"))
     epoch = fields.get("epoch")
     if epoch is not None and not isinstance(epoch, str):
         raise v.invalid('"epoch" must be the string "login" answered')
-    if epoch is not None and epoch != ctx.store.epoch:
+    store = ctx.service.store
+    if epoch is not None and epoch != store.epoch:
         since = {}  # positions in another store's logs mean nothing here
     session = _session(ctx)
-    feed = FeedStream(ctx.outbound, interaction, ctx.store, session.username, since)
-    session.feeds.append(feed)
-    feed.on_release = partial(_forget_feed, session, feed)
-    for channel, join_seq in session.channels.items():
-        feed.follow(channel, join_seq)
+    feed = FeedStream(ctx.outbound, interaction, store, session.username, since)
+    session.listeners.append(feed)
+    ctx.feeds.append(feed)
+
+    def forget() -> None:
+        if feed in session.listeners:
+            session.listeners.remove(feed)
+        if feed in ctx.feeds:
+            ctx.feeds.remove(feed)
+
+    feed.on_release = forget
+    for channel, membership in session.channels.items():
+        if membership.seq:  # a join still being stored tells the feed when it is
+            feed.joined(channel, membership.seq)
     return feed
-
-
-def _forget_feed(session: Session, feed: FeedStream) -> None:
-    if feed in session.feeds:  # logout may have let go of it already
-        session.feeds.remove(feed)
 
 
 def _since(value: object) -> dict[str, int]:
@@ -158,26 +213,67 @@ def _since(value: object) -> dict[str, int]:
     return dict(value)
 
 
-@router.stream("history")
-def history(ctx: ChatConnection, interaction: Interaction, data: object) -> StreamProducer:
+# History and read positions
+
+
+@router.stream("history", after_writes=True)
+def history(ctx: RouteContext, interaction: Interaction, data: object) -> StreamProducer:
     fields = v.obj(data, "history", optional=True)
-    channel = fields.get("channel")
-    if channel is not None:
-        channel = v.name(fields, "channel")
+    channel = v.name(fields, "channel") if fields.get("channel") is not None else None
+    user = v.name(fields, "user") if fields.get("user") is not None else None
+    if channel is not None and user is not None:
+        raise v.invalid('"user" pages the private messages of one\'s inbox; give no "channel"')
     before = v.optional_int(fields, "before", 1)
     after = v.optional_int(fields, "after", 0)
     limit = v.optional_int(fields, "limit", 1, HISTORY_MAX_LIMIT) or HISTORY_DEFAULT_LIMIT
-    log = channel_log(channel) if channel is not None else inbox_log(_session(ctx).username)
-    stream = ListStream(ctx.outbound, interaction)
-    ctx.store.history(log, before, after, limit).addCallbacks(
-        lambda items: stream.supply([item.payload for item in items]),
-        lambda failure: ctx.stream_failed(stream, failure),
+    username = _session(ctx).username
+    log_key = channel_log(channel) if channel is not None else inbox_log(username)
+    store = ctx.service.store
+    first, last = store.first_seq(log_key), store.last_seq(log_key)
+    match = None
+    if user is None:
+        bounds = history_bounds(first, last, before, after, limit)
+    else:
+        prefixes = conversation_prefixes(username, user)
+
+        def match(payload: bytes) -> bool:
+            return payload.startswith(prefixes)
+
+        # every match in the range; the stream keeps the newest (or, after, oldest) ``limit``
+        bounds = history_bounds(first, last, before, after, last + 1)
+    return HistoryStream(
+        ctx.outbound, interaction, store, log_key, bounds, limit, match, after is not None
     )
-    return stream
+
+
+@router.request("read")
+def read(ctx: RouteContext, data: object) -> Any:
+    fields = v.obj(data, "read")
+    if "channel" not in fields:
+        raise v.invalid('missing field "channel" (a channel name, or null for the inbox)')
+    channel = v.name(fields, "channel") if fields["channel"] is not None else None
+    seq = v.optional_int(fields, "seq", 0)
+    if seq is None:
+        raise v.invalid('missing field "seq"')
+    return ctx.track(ctx.service.read(_session(ctx), channel, seq))
+
+
+@router.stream("conversations", after_writes=True)
+def conversations(ctx: RouteContext, interaction: Interaction, data: object) -> StreamProducer:
+    session = _session(ctx)
+    service = ctx.service
+    rows = service.conversations(session)
+    positions = service.store.read_positions(session.username)
+    return ConversationsStream(
+        ctx.outbound, interaction, service.store, session.username, rows, positions
+    )
+
+
+# Statistics
 
 
 @router.fire("statistics")
-def statistics_report(ctx: ChatConnection, data: object) -> None:
+def statistics_report(ctx: RouteContext, data: object) -> None:
     fields = v.obj(data, "statistics")
     memory = v.optional_int(fields, "memory_usage", 0)
     if memory is None:
@@ -186,7 +282,7 @@ def statistics_report(ctx: ChatConnection, data: object) -> None:
 
 
 @router.channel("statistics")
-def statistics(ctx: ChatConnection, interaction: Interaction, data: object) -> StreamProducer:
+def statistics(ctx: RouteContext, interaction: Interaction, data: object) -> StreamProducer:
     options = _statistics_options(v.obj(data, "statistics", optional=True), STATISTICS_DEFAULT)
     return StatisticsStream(
         ctx.outbound, interaction, ctx.clock, ctx.service.statistics, options, _change

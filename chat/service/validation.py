@@ -5,13 +5,11 @@ Pure functions over decoded JSON; the order of checks follows PROTOCOL.md ("Rule
 
 from __future__ import annotations
 
-import re
-from typing import Any, Final, TypeGuard
+from typing import Any, TypeGuard
 
 from chat.protocol.errors import ErrorCode, RouteError
-
-NAME_RULE: Final = "1-32 characters of A-Z a-z 0-9 _ . -"
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,32}", re.ASCII)
+from chat.protocol.names import CLIENT_ID_RULE, NAME_RULE, is_client_id
+from chat.protocol.names import is_name as is_name
 
 
 def invalid(message: str) -> RouteError:
@@ -39,13 +37,34 @@ def name(data: dict[str, Any], key: str) -> str:
     value = data[key]
     if not isinstance(value, str):
         raise invalid(f'"{key}" must be a string, got a JSON {_json_type(value)}')
-    if not _NAME.fullmatch(value):
+    if not is_name(value):
         raise invalid(f'"{key}" must be {NAME_RULE}, got {value!r:.60}')
     return value
 
 
-def is_name(value: object) -> bool:
-    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+def nothing(data: object, route: str) -> None:
+    """A route that takes no input: ``data`` absent, or an empty object."""
+    if data is not None and data != {}:
+        raise invalid(f'"{route}" takes no "data"')
+
+
+def optional_str(data: dict[str, Any], key: str, most: int = 256) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= most:
+        raise invalid(f'"{key}" must be a string of 1 to {most} characters, got {value!r:.40}')
+    return value
+
+
+def client_id(data: dict[str, Any]) -> str | None:
+    """The optional ``client_id`` of a message."""
+    value = data.get("client_id")
+    if value is None:
+        return None
+    if not is_client_id(value):
+        raise invalid(f'"client_id" must be {CLIENT_ID_RULE}, got {value!r:.70}')
+    return str(value)
 
 
 def content(data: dict[str, Any], max_length: int) -> str:

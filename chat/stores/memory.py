@@ -1,134 +1,103 @@
-"""The memory store: logs in per-log ring buffers, gone when the process ends.
+"""The memory store: the cached base with a ring as large as the retention, gone at exit.
 
-Each log keeps its newest ``retention`` items in a fixed-size ring indexed by ``seq``, so an
+Each log keeps its newest ``retention`` items in its :class:`~chat.stores._cached.Ring`, so an
 append and a read after any seq are O(1) plus the items returned, and a log's memory is bounded
-by its retention whatever happens to its readers.
+by its retention whatever happens to its readers. Dedup records and read positions are dicts.
+
+Every item is kept as exact-size bytes: ``orjson.dumps`` returns a buffer rounded up to about
+4 KB that never shrinks (orjson issue #483), so a stored item is copied once to its own size.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
-from chat.protocol.frames import encode_json
-from chat.stores.directory import Directory
-from chat.stores.interface import ILogStore, Listener, LogItem, history_bounds
+from chat.protocol.frames import encode_kept
+from chat.stores._cached import CachedLogStore
+from chat.stores.interface import Appended, Dedup, ILogStore, LogItem
 
 DEFAULT_RETENTION: Final = 10_000
+DEFAULT_DEDUP_WINDOW: Final = 300.0
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class RingLog:
-    """The newest ``capacity`` items of one log, addressed by seq."""
-
-    __slots__ = ("capacity", "items", "last", "listeners")
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.items: list[LogItem] = []
-        self.last = 0
-        self.listeners: dict[Listener, None] = {}  # an ordered set
-
-    @property
-    def first(self) -> int:
-        return max(1, self.last - self.capacity + 1)
-
-    def add(self, item: LogItem) -> None:
-        if len(self.items) < self.capacity:
-            self.items.append(item)
-        else:
-            self.items[(item.seq - 1) % self.capacity] = item
-        self.last = item.seq
-
-    def after(self, after: int, limit: int) -> list[LogItem]:
-        last = self.last
-        start = after + 1
-        if start <= last - self.capacity:
-            start = last - self.capacity + 1  # the oldest retained
-        stop = min(last, start + limit - 1)
-        if stop < start:
-            return []
-        cap = self.capacity
-        i, j = (start - 1) % cap, (stop - 1) % cap
-        if i <= j:
-            return self.items[i : j + 1]
-        return self.items[i:] + self.items[: j + 1]
-
-    def between(self, before: int | None, after: int | None, limit: int) -> list[LogItem]:
-        bounds = history_bounds(self.first, self.last, before, after, limit)
-        if bounds is None:
-            return []
-        low, high = bounds
-        return self.after(low - 1, high - low + 1)
+DedupKey = tuple[str, str, str]  # sender, target log, client_id
 
 
 @implementer(ILogStore)
-class MemoryLogStore(Directory):
+class MemoryLogStore(CachedLogStore):
     """An :class:`ILogStore` in memory: for tests and throwaway runs (``--store memory``)."""
 
     def __init__(
-        self, retention: int = DEFAULT_RETENTION, clock_ms: Callable[[], int] = wall_clock_ms
+        self,
+        retention: int = DEFAULT_RETENTION,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+        dedup_window: float = DEFAULT_DEDUP_WINDOW,
     ) -> None:
-        if retention < 1:
-            raise ValueError("retention must be at least 1 item per log")
-        self.retention = retention
+        self.init_logs(retention, retention)
         self.clock_ms = clock_ms
+        self.dedup_window_ms = int(dedup_window * 1000)
         self.epoch = uuid.uuid4().hex
-        self._logs: dict[str, RingLog] = {}
+        self._dedup: OrderedDict[DedupKey, tuple[int, int]] = OrderedDict()  # oldest first
+        self._reads: dict[str, dict[str, int]] = {}
         self.load_directory()
 
-    def _log(self, log: str) -> RingLog:
-        ring = self._logs.get(log)
-        if ring is None:
-            ring = self._logs[log] = RingLog(self.retention)
-        return ring
+    def start(self) -> Deferred[None]:
+        return succeed(None)
 
-    def append(self, log: str, fields: Mapping[str, Any]) -> Deferred[LogItem]:
-        ring = self._log(log)
-        seq = ring.last + 1
+    def append(
+        self,
+        log: str,
+        fields: Mapping[str, Any],
+        copy_to: str | None = None,
+        dedup: Dedup | None = None,
+    ) -> Deferred[Appended]:
         ts = self.clock_ms()
-        item = LogItem(seq, ts, encode_json({**fields, "seq": seq, "ts": ts}))
-        ring.add(item)
-        for listener in list(ring.listeners):
-            listener()
-        return succeed(item)
+        key: DedupKey | None = None
+        if dedup is not None:
+            key = (dedup.sender, copy_to or log, dedup.client_id)
+            earlier = self._dedup_lookup(key, ts)
+            if earlier is not None:
+                return succeed(Appended(earlier[0], earlier[1], duplicate=True))
+        seq = self._append_one(log, fields, ts)
+        if copy_to is not None:
+            self._append_one(copy_to, fields, ts)
+        if key is not None:
+            self._dedup[key] = (seq, ts)
+        return succeed(Appended(seq, ts))
 
-    def last_seq(self, log: str) -> int:
-        ring = self._logs.get(log)
-        return ring.last if ring else 0
+    def _append_one(self, log: str, fields: Mapping[str, Any], ts: int) -> int:
+        seq = self.last_seq(log) + 1
+        self.took(log, [LogItem(seq, ts, encode_kept({**fields, "seq": seq, "ts": ts}))])
+        return seq
 
-    def first_seq(self, log: str) -> int:
-        ring = self._logs.get(log)
-        return ring.first if ring else 1
+    def _dedup_lookup(self, key: DedupKey, now: int) -> tuple[int, int] | None:
+        oldest = now - self.dedup_window_ms
+        records = self._dedup
+        while records:
+            first_key, (_, ts) = next(iter(records.items()))
+            if ts >= oldest:
+                break
+            del records[first_key]
+        return records.get(key)
 
-    def cached(self, log: str, after: int, limit: int) -> Sequence[LogItem] | None:
-        ring = self._logs.get(log)
-        return ring.after(after, limit) if ring else []
+    def save_read(self, username: str, log: str, seq: int) -> Deferred[int]:
+        positions = self._reads.setdefault(username, {})
+        stored = positions[log] = max(positions.get(log, 0), seq)
+        return succeed(stored)
 
-    def read(self, log: str, after: int, limit: int) -> Deferred[Sequence[LogItem]]:
-        return succeed(self.cached(log, after, limit) or [])
-
-    def history(
-        self, log: str, before: int | None, after: int | None, limit: int
-    ) -> Deferred[Sequence[LogItem]]:
-        ring = self._logs.get(log)
-        return succeed(ring.between(before, after, limit) if ring else [])
-
-    def listen(self, log: str, listener: Listener) -> None:
-        self._log(log).listeners[listener] = None
-
-    def unlisten(self, log: str, listener: Listener) -> None:
-        ring = self._logs.get(log)
-        if ring is not None:
-            ring.listeners.pop(listener, None)
+    def read_positions(self, username: str) -> Deferred[dict[str, int]]:
+        return succeed(dict(self._reads.get(username, {})))
 
     def ping(self) -> Deferred[None]:
         return succeed(None)

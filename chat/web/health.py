@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from chat.connection import Hub
+from chat.connection import Node
 
 TIMEOUT = 5.0  # seconds the store gets to answer
 
@@ -20,12 +20,12 @@ TIMEOUT = 5.0  # seconds the store gets to answer
 class HealthResource(Resource):
     isLeaf = True
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
-        self.hub = hub
+        self.node = node
 
     def render_GET(self, request: Request) -> int:
-        store = self.hub.settings.store
+        store = self.node.settings.store
 
         def answer(status: int, body: dict[str, str]) -> None:
             request.setResponseCode(status)
@@ -38,6 +38,6 @@ class HealthResource(Resource):
             detail = failure.getErrorMessage() or repr(failure.value)
             answer(503, {"status": "failing", "store": store, "detail": detail})
 
-        d = self.hub.service.store.ping().addTimeout(TIMEOUT, self.hub.clock)
+        d = self.node.service.store.ping().addTimeout(TIMEOUT, self.node.clock)
         d.addCallbacks(lambda _: answer(200, {"status": "ok", "store": store}), failed)
         return NOT_DONE_YET

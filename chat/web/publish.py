@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from chat.connection import Hub
+from chat.connection import Node
 from chat.protocol.errors import ErrorCode, ProtocolError
 from chat.service import validation as v
 
@@ -36,12 +36,12 @@ class PublishResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
-        self.hub = hub
+        self.node = node
 
     def render_POST(self, request: Request) -> bytes | int:
-        settings = self.hub.settings
+        settings = self.node.settings
         if not self._authorized(request):
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="chat"')
             return _error(request, 401, "unauthenticated", "missing or wrong Bearer key")
@@ -55,7 +55,7 @@ class PublishResource(Resource):
             channel = v.name(fields, "channel")
             content = v.content(fields, settings.max_content_length)
             sender = v.name(fields, "from") if fields.get("from") is not None else "server"
-            d = self.hub.service.announce(channel, SENDER_PREFIX + sender, content)
+            d = self.node.service.announce(channel, SENDER_PREFIX + sender, content)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(request, 400, "invalid_data", f"the body is not JSON: {exc}")
         except ProtocolError as exc:
@@ -79,7 +79,7 @@ class PublishResource(Resource):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key:
             return False
-        return any(hmac.compare_digest(key.strip(), good) for good in self.hub.settings.api_keys)
+        return any(hmac.compare_digest(key.strip(), good) for good in self.node.settings.api_keys)
 
 
 def _error(request: Request, status: int, code: str, message: str) -> bytes:

@@ -14,24 +14,24 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 
-from chat.connection import Hub
+from chat.connection import Node
 from chat.metrics import make_registry
 from chat.web.health import HealthResource
 from chat.web.publish import PublishResource
-from chat.websocket import websocket_resource
+from chat.websocket.server import websocket_resource
 
 STATIC = Path(__file__).parent / "static"
 
 
-def make_site(hub: Hub) -> Site:
+def make_site(node: Node) -> Site:
     root = File(str(STATIC))
     root.indexNames = ["index.html"]
-    root.putChild(b"ws", websocket_resource(hub))
-    root.putChild(b"metrics", MetricsResource(registry=make_registry(hub)))
-    root.putChild(b"healthz", HealthResource(hub))
-    if hub.settings.api_keys:
+    root.putChild(b"ws", websocket_resource(node))
+    root.putChild(b"metrics", MetricsResource(registry=make_registry(node)))
+    root.putChild(b"healthz", HealthResource(node))
+    if node.settings.api_keys:
         api = Resource()
-        api.putChild(b"publish", PublishResource(hub))
+        api.putChild(b"publish", PublishResource(node))
         root.putChild(b"api", api)
     site = Site(root)
     site.displayTracebacks = False

@@ -1,17 +1,22 @@
-"""A small Redis client on Twisted: RESP2, pipelining, pub/sub, reconnection, reply timeouts.
+"""The Redis connection: RESP over Twisted, parsed by ``hiredis``, with our failure semantics.
 
-Why our own (about 250 lines) rather than a library; see docs/cluster.md:
+Replies are parsed by :class:`hiredis.Reader` (the C parser redis-py and txredisapi use): it is
+incremental, so a large reply arriving in many TCP chunks is parsed once, not re-scanned on every
+chunk. Commands are encoded by :func:`hiredis.pack_command`.
 
-- ``txredisapi`` imports the reactor at module level, is untyped, and queues or retries
-  commands in ways that make "fail the request with ``internal`` at once while Redis is away"
-  hard to guarantee; redis-py's client is blocking or asyncio (the server would have to run on
-  the asyncio reactor).
-- The store needs exactly: pipelined commands on one connection (``EVALSHA``, ``XRANGE``,
-  ``HGETALL``...), one subscriber connection, and precise failure semantics: while a
-  connection is down every command **fails at once** with :class:`RedisUnavailable`; a
-  command not answered within ``reply_timeout`` fails and drops the connection (a stalled
-  Redis never hangs a client's request); the connection comes back by itself (backoff from
-  0.1 s to at most 1 s), and ``on_connect`` runs before it is used again.
+Why a connection class of our own around it rather than a client library (docs/cluster.md):
+``txredisapi`` imports the reactor at module level and queues or retries commands while
+disconnected, and redis-py needs the asyncio reactor; the store needs exactly these semantics:
+
+- pipelined commands on one connection, answered in order; one subscriber connection whose
+  pushed messages go to a callback;
+- while a connection is down every command **fails at once** with :class:`StoreUnavailable`
+  (the client's request gets ``internal``, saying to retry shortly);
+- a command not answered within ``reply_timeout`` fails and drops the connection, so a stalled
+  Redis never hangs a client's request — but a reply that is merely large is not stalled: the
+  watchdog measures time without *progress* (bytes arriving), not time since the command;
+- the connection comes back by itself (backoff from 0.1 s to at most 1 s) and ``on_connect``
+  runs before it is used again; the outage is logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -20,73 +25,22 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import hiredis
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chat.stores.errors import StoreError, StoreUnavailable
+
 log = Logger()
 
 Reply = Any  # bytes | int | None | list[Reply] | RedisError
 
 
-class RedisError(Exception):
+class RedisError(StoreError):
     """Redis answered a command with an error reply (``-ERR ...``)."""
-
-
-class RedisUnavailable(ConnectionError):
-    """Redis cannot be reached now: not connected, connection lost, or no reply in time."""
-
-
-class Incomplete(Exception):
-    pass
-
-
-def encode_command(args: tuple[Any, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        else:
-            data = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def parse(buffer: bytes, pos: int) -> tuple[Reply, int]:
-    """One reply from ``buffer[pos:]``: (value, position after it), or raise Incomplete."""
-    end = buffer.find(b"\r\n", pos)
-    if end < 0:
-        raise Incomplete
-    kind = buffer[pos : pos + 1]
-    line = buffer[pos + 1 : end]
-    pos = end + 2
-    if kind == b"$":
-        length = int(line)
-        if length < 0:
-            return None, pos
-        if len(buffer) < pos + length + 2:
-            raise Incomplete
-        return buffer[pos : pos + length], pos + length + 2
-    if kind == b":":
-        return int(line), pos
-    if kind == b"+":
-        return line, pos
-    if kind == b"-":
-        return RedisError(line.decode(errors="replace")), pos
-    if kind == b"*":
-        count = int(line)
-        if count < 0:
-            return None, pos
-        values = []
-        for _ in range(count):
-            value, pos = parse(buffer, pos)
-            values.append(value)
-        return values, pos
-    raise ValueError(f"not a RESP reply: {buffer[pos - len(line) - 3 : pos + 20]!r}")
 
 
 class RespProtocol(Protocol):
@@ -94,8 +48,9 @@ class RespProtocol(Protocol):
 
     def __init__(self, owner: RedisConnection) -> None:
         self.owner = owner
-        self.buffer = b""
-        self.pending: deque[tuple[Deferred[Reply], float]] = deque()
+        self.reader = hiredis.Reader(replyError=RedisError)
+        self.pending: deque[Deferred[Reply]] = deque()
+        self.progress = 0.0  # when a command was last sent or a byte last arrived
         self.watchdog: IDelayedCall | None = None
         self.push: Callable[[Reply], None] | None = None  # set in subscriber mode
         self.lost = False
@@ -105,9 +60,11 @@ class RespProtocol(Protocol):
 
     def execute(self, *args: Any) -> Deferred[Reply]:
         d: Deferred[Reply] = Deferred()
-        self.pending.append((d, self.owner.clock.seconds()))
+        if not self.pending:
+            self.progress = self.owner.clock.seconds()
+        self.pending.append(d)
         assert self.transport is not None
-        self.transport.write(encode_command(args))
+        self.transport.write(hiredis.pack_command(args))
         if self.watchdog is None:
             self.watchdog = self.owner.clock.callLater(self.owner.reply_timeout, self._check)
         return d
@@ -116,41 +73,46 @@ class RespProtocol(Protocol):
         self.watchdog = None
         if not self.pending or self.lost:
             return
-        waited = self.owner.clock.seconds() - self.pending[0][1]
+        waited = self.owner.clock.seconds() - self.progress
         timeout = self.owner.reply_timeout
         if waited >= timeout:
-            log.warn("Redis {name}: no reply in {timeout:g} s; reconnecting", **self._names())
+            log.warn(
+                "Redis {name}: no reply for {timeout:g} s; reconnecting",
+                name=self.owner.name,
+                timeout=timeout,
+            )
             self.transport.abortConnection()  # type: ignore[union-attr]
         else:
             self.watchdog = self.owner.clock.callLater(timeout - waited, self._check)
 
-    def _names(self) -> dict[str, Any]:
-        return {"name": self.owner.name, "timeout": self.owner.reply_timeout}
-
     def dataReceived(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
-        pos = 0
-        size = len(buffer)
-        while pos < size:
-            try:
-                value, pos_after = parse(buffer, pos)
-            except Incomplete:
-                break
-            pos = pos_after
-            if self.push is not None and not self.pending:
-                self.push(value)
-                continue
-            if not self.pending:
-                log.error(
-                    "Redis {name}: unexpected reply {value!r}", name=self.owner.name, value=value
-                )
-                continue
-            d, _ = self.pending.popleft()
-            if isinstance(value, RedisError):
-                d.errback(value)
-            else:
-                d.callback(value)
-        self.buffer = buffer[pos:]
+        self.progress = self.owner.clock.seconds()
+        reader = self.reader
+        try:
+            reader.feed(data)
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    break
+                self._answer(reply)
+        except hiredis.ProtocolError as exc:
+            log.error("Redis {name}: not a RESP reply ({error}); reconnecting",
+                      name=self.owner.name, error=exc)  # fmt: skip
+            if self.transport is not None:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _answer(self, reply: Reply) -> None:
+        if self.push is not None and not self.pending:
+            self.push(reply)
+            return
+        if not self.pending:
+            log.error("Redis {name}: unexpected reply {value!r}", name=self.owner.name, value=reply)
+            return
+        d = self.pending.popleft()
+        if isinstance(reply, RedisError):
+            d.errback(reply)
+        else:
+            d.callback(reply)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.lost = True
@@ -158,14 +120,15 @@ class RespProtocol(Protocol):
             self.watchdog.cancel()
         self.watchdog = None
         pending, self.pending = self.pending, deque()
-        for d, _ in pending:
-            d.errback(RedisUnavailable(f"lost the connection to Redis at {self.owner.address}"))
+        for d in pending:
+            d.errback(StoreUnavailable(f"lost the connection to Redis at {self.owner.address}"))
         self.owner.lost(self)
 
 
 class _Factory(ClientFactory):
     def __init__(self, owner: RedisConnection) -> None:
         self.owner = owner
+        self.noisy = False  # no "Starting factory" line every reconnection attempt
 
     def buildProtocol(self, addr: Any) -> RespProtocol:
         return RespProtocol(self.owner)
@@ -207,7 +170,8 @@ class RedisConnection:
         self.stopped = False
         self.connecting = False
         self.retry: IDelayedCall | None = None
-        self.down_logged = False
+        self.down_since: float | None = None  # when the outage began (logged once)
+        self.attempts = 0  # failed attempts in this outage
 
     @property
     def address(self) -> str:
@@ -225,7 +189,7 @@ class RedisConnection:
 
     def execute(self, *args: Any) -> Deferred[Reply]:
         if self.protocol is None:
-            return fail(RedisUnavailable(f"Redis at {self.address} is unreachable"))
+            return fail(StoreUnavailable(f"Redis at {self.address} is unreachable"))
         return self.protocol.execute(*args)
 
     def send(self, *args: Any) -> None:
@@ -239,13 +203,17 @@ class RedisConnection:
             self.connecting = False
             self.protocol = protocol
             self.delay = 0.1
-            if self.down_logged:
+            if self.down_since is not None:
                 log.info(
-                    "Redis {name}: connected again to {address}",
+                    "Redis {name}: connected again to {address} after {seconds:.1f} s "
+                    "({attempts} attempts)",
                     name=self.name,
                     address=self.address,
+                    seconds=self.clock.seconds() - self.down_since,
+                    attempts=self.attempts,
                 )
-            self.down_logged = False
+            self.down_since = None
+            self.attempts = 0
 
         def setup_failed(reason: Failure) -> None:
             log.warn(
@@ -283,14 +251,15 @@ class RedisConnection:
     def _again(self, why: str) -> None:
         if self.stopped:
             return
-        if not self.down_logged:
+        self.attempts += 1
+        if self.down_since is None:
+            self.down_since = self.clock.seconds()
             log.warn(
-                "Redis {name}: {address} unreachable ({why}); retrying",
+                "Redis {name}: {address} unreachable ({why}); retrying every second at most",
                 name=self.name,
                 address=self.address,
                 why=why,
             )
-            self.down_logged = True
         self.retry = self.reactor.callLater(self.delay, self.start)
         self.delay = min(self.delay * 2, 1.0)
 

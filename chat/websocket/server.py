@@ -1,0 +1,182 @@
+"""The server side: one Autobahn connection bound to one :class:`~chat.connection.ChatConnection`.
+
+:class:`ServerProtocol` negotiates the ``chat.v1.json`` subprotocol (or none), swaps
+HTTPChannel's producer for the connection's :class:`~chat.producers.outbound.Outbound`, hands
+text messages in (simple frames through the receive fast path), closes on binary ones, and
+reports the close. Autobahn enforces the frame size limit (close 1009), frame validity (1002)
+and UTF-8 validity (1007) itself.
+
+Writing: the connection writes frames through :meth:`ServerProtocol.write_frames`, which drops
+them once the WebSocket is no longer open (a close frame was sent or received): a close frame
+is always the last frame on the wire.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+from typing import Any, Final
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.web.resource import IResource
+
+from chat.connection import ChatConnection, Node
+from chat.protocol.closes import BINARY_MESSAGE, Disconnect
+from chat.web.origins import origin_allowed
+from chat.websocket import _autobahn as ab
+
+SUBPROTOCOL: Final = "chat.v1.json"
+CLOSE_TIMEOUT: Final = 5  # seconds; Autobahn rounds its timers down to whole seconds
+
+
+def peer_host(peer: str) -> str:
+    """The address part of a peer description such as ``tcp:127.0.0.1:5000``."""
+    return peer.rsplit(":", 1)[0]
+
+
+class ServerProtocol(WebSocketServerProtocol):
+    """One client connection, as Autobahn sees it."""
+
+    factory: ServerFactory
+    connection: ChatConnection | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        node = self.factory.node
+        settings = node.settings
+        origin = request.origin or None
+        if not origin_allowed(origin, self.http_headers.get("host"), settings.allowed_origins):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"origin {origin} is not allowed")
+        most = settings.max_connections_per_ip
+        if most:
+            host = peer_host(request.peer)
+            if sum(1 for c in node.connections if peer_host(c.peer) == host) >= most:
+                raise ConnectionDeny(
+                    ConnectionDeny.SERVICE_UNAVAILABLE, f"at most {most} connections per address"
+                )
+        return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
+
+    def onOpen(self) -> None:
+        transport: Any = self.transport  # TCP or TLS: a consumer and a producer too
+        # Behind WebSocketResource, HTTPChannel is still the transport's producer.
+        transport.unregisterProducer()
+        self.connection = ChatConnection(
+            self.factory.node,
+            self.write_frames,
+            self.send_close,
+            transport.pauseProducing,
+            transport.resumeProducing,
+            transport,
+            self.peer or "",
+        )
+        transport.registerProducer(self.connection.outbound, True)
+
+    def write_frames(self, data: bytes) -> None:
+        """The connection's only way out: nothing is written once the WebSocket is not open."""
+        if ab.is_open(self):
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def send_close(self, disconnect: Disconnect) -> None:
+        """Send the close frame (``sendClose`` refuses codes other than 1000 and 3000-4999)."""
+        if ab.is_open(self):
+            reason = disconnect.reason.encode()[:123]
+            self.sendCloseFrame(code=int(disconnect.code), reasonUtf8=reason, isReply=False)
+
+    def processData(self) -> bool:
+        """Fast path for the common frame: complete, final, masked text frames.
+
+        Autobahn's parser costs about 20 µs per message (frame objects, UTF-8 validator,
+        a future per message); most client frames are simple, so they are split here in one
+        pass and handed straight to the connection. Anything else (control frames, fragments,
+        binary, oversize, invalid UTF-8, a non-minimal length, a partial frame) is left to
+        Autobahn, which also sends every error close code.
+        """
+        connection = self.connection
+        if connection is not None and ab.between_messages(self):
+            payloads = ab.take_simple_frames(self, self.factory.node.settings.max_frame_size)
+            if payloads:
+                for payload in payloads:
+                    if connection.closing:
+                        break  # closing: the rest is not processed
+                    connection.text_received(payload)
+                return ab.buffered(self) > 0 and ab.is_open(self)
+        result: bool = super().processData()
+        return result
+
+    def onAutoPingTimeout(self) -> None:
+        """No pong in time: drop the peer, unless it is merely slow.
+
+        A client that does not read has not seen the ping, and while our buffer is full we do
+        not read it either: that is a slow consumer, which this server never disconnects. So
+        when data is waiting for the peer (our producer is paused, or the kernel holds bytes
+        the peer has not taken) and the peer's TCP still acknowledges (no retransmissions),
+        wait another timeout; the pong comes once it reads. A peer that is gone stops
+        acknowledging, and is dropped.
+        """
+        connection = self.connection
+        if connection is not None and peer_is_slow_not_gone(
+            self.transport, connection.outbound.paused
+        ):
+            self.factory.node.pongs_excused += 1
+            ab.wait_for_pong_again(
+                self, self.factory.node.settings.ping_timeout, self.onAutoPingTimeout
+            )
+            return
+        super().onAutoPingTimeout()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.connection is None:
+            return
+        if isBinary:
+            self.connection.close(BINARY_MESSAGE)
+            return
+        self.connection.text_received(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.node.closes[code if code is not None else 1006] += 1
+        if self.connection is not None:
+            self.connection.connection_lost()
+            transport: Any = self.transport
+            if transport is not None:
+                transport.unregisterProducer()
+
+
+def peer_is_slow_not_gone(transport: Any, paused: bool) -> bool:
+    """Whether data waits for a peer whose TCP stack still acknowledges (Linux)."""
+    try:
+        sock = transport.getHandle()
+        unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+    except (AttributeError, OSError, ValueError):
+        return paused  # no kernel view: trust backpressure alone
+    retransmits, probes = info[2], info[3]
+    return bool((paused or unsent > 0) and retransmits == 0 and probes == 0)
+
+
+class ServerFactory(WebSocketServerFactory):
+    protocol = ServerProtocol  # type: ignore[assignment]
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+        settings = node.settings
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.max_frame_size,
+            maxMessagePayloadSize=settings.max_frame_size,
+            autoFragmentSize=0,
+            failByDrop=False,  # let clients see 1002/1007/1009 close frames
+            closeHandshakeTimeout=CLOSE_TIMEOUT,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+        )
+
+
+def websocket_resource(node: Node) -> IResource:
+    """The ``/ws`` resource of the site."""
+    factory = ServerFactory(node)
+    factory.startFactory()
+    resource: IResource = WebSocketResource(factory)
+    return resource
