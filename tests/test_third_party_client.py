@@ -12,6 +12,7 @@ import pytest
 import websocket
 
 from tests.helpers import twistd_server
+from tests.peer import Peer
 
 TIMEOUT = 10
 
@@ -20,54 +21,6 @@ TIMEOUT = 10
 def url() -> Iterator[str]:
     with twistd_server("--store", "memory", "--max-frame-size", "65536") as (_, port):
         yield f"ws://127.0.0.1:{port}/ws"
-
-
-class Peer:
-    """A raw websocket-client connection with frames sorted by id."""
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self.ws = websocket.create_connection(url, timeout=TIMEOUT, **options)
-        self.inbox: list[dict[str, Any]] = []
-
-    def send(self, frame: dict[str, Any] | str) -> None:
-        self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
-
-    def wait(self, match: Any) -> dict[str, Any]:
-        for i, frame in enumerate(self.inbox):
-            if match(frame):
-                return self.inbox.pop(i)
-        while True:
-            frame = json.loads(self.ws.recv())
-            if match(frame):
-                return frame
-            self.inbox.append(frame)
-
-    def request(self, frame_id: int, route: str, data: Any = None) -> dict[str, Any]:
-        frame: dict[str, Any] = {"type": "request", "id": frame_id, "route": route}
-        if data is not None:
-            frame["data"] = data
-        self.send(frame)
-        return self.wait(lambda f: f.get("id") == frame_id)
-
-    def collect(self, frame_id: int, route: str, data: Any = None) -> list[Any]:
-        self.send({"type": "stream", "id": frame_id, "route": route, "data": data})
-        items = []
-        while True:
-            frame = self.wait(lambda f: f.get("id") == frame_id)
-            if frame["type"] != "next":
-                assert frame["type"] == "complete", frame
-                return items
-            items.append(frame["data"])
-
-    def close_code(self) -> int | None:
-        """Read until the server closes; the close code it sent."""
-        while True:
-            opcode, data = self.ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 @pytest.fixture
