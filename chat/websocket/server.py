@@ -128,8 +128,8 @@ class ServerProtocol(WebSocketServerProtocol):
         super().onAutoPingTimeout()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.connection is None:
-            return
+        if self.connection is None or self.connection.closing:
+            return  # Autobahn goes on parsing until the close handshake ends; we do not
         if isBinary:
             self.connection.close(BINARY_MESSAGE)
             return
