@@ -182,11 +182,8 @@ class ChatModel(RuleBasedStateMachine):
         assert data(user.peer.request("logout")) == {}
         if user.feed is not None:  # the server ends the feed: take everything it sent before
             self._take_until_end(user)
-        for channel in list(user.channels):  # the session ends: it leaves, in join order
-            seq = self.log(f"#{channel}").append({"kind": "leave", "from": user.name})
-            self._each_feed(
-                channel, lambda feed, seq=seq, channel=channel: feed.end(f"#{channel}", seq)
-            )
+        for channel in user.channels:  # the session ends: it leaves, in join order (its own
+            self.log(f"#{channel}").append({"kind": "leave", "from": user.name})  # feed ended)
         user.channels.clear()
         user.session = None
         if user.feed is not None:  # the server ends it with unauthenticated
@@ -198,11 +195,6 @@ class ChatModel(RuleBasedStateMachine):
         user.session = again["session_id"]
 
     # --- channels and messages ---
-
-    def _each_feed(self, channel: str, act: Any) -> None:
-        for user in self.users.values():
-            if user.feed is not None and channel in user.channels:
-                act(user.feed)
 
     @rule(who=st.sampled_from(USERS), which=st.sampled_from(CHANNELS))
     def join(self, who: str, which: str) -> None:

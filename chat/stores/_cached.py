@@ -105,7 +105,7 @@ class Ring:
         j = (self.start + high - self.first) % n
         if i <= j:
             return items[i : j + 1]
-        return items[i:] + items[: j + 1]
+        return items[i:] + items[1 : j + 1]
 
 
 class LogState:
@@ -156,13 +156,15 @@ class CachedLogStore(Directory):
         """``items`` (ascending seqs) of ``log`` are committed: hold them, wake the listeners."""
         state = self.state(log)
         ring = state.ring
+        was = state.last
         for item in items:
             if item.seq > state.last:
                 ring.add(item)
                 state.last = item.seq
             elif item.seq == ring.last + 1 and ring.items:
                 ring.add(item)  # fills the ring up to a last we learned of without the item
-        self.wake(state)
+        if state.last > was:  # an item heard twice (Redis: reply and notice) wakes once
+            self.wake(state)
 
     def moved(self, log: str, last: int) -> None:
         """``log`` has items up to ``last`` that this process has not seen: wake its readers."""

@@ -59,6 +59,8 @@ class RespProtocol(Protocol):
         self.owner.made(self)
 
     def execute(self, *args: Any) -> Deferred[Reply]:
+        if self.lost:  # e.g. from the errback of a command this connection failed
+            return fail(StoreUnavailable(f"lost the connection to Redis at {self.owner.address}"))
         d: Deferred[Reply] = Deferred()
         if not self.pending:
             self.progress = self.owner.clock.seconds()
@@ -120,9 +122,11 @@ class RespProtocol(Protocol):
             self.watchdog.cancel()
         self.watchdog = None
         pending, self.pending = self.pending, deque()
+        # The owner first lets go of this connection: what the errbacks below send next must
+        # fail at once, not wait forever on a connection that is gone.
+        self.owner.lost(self)
         for d in pending:
             d.errback(StoreUnavailable(f"lost the connection to Redis at {self.owner.address}"))
-        self.owner.lost(self)
 
 
 class _Factory(ClientFactory):

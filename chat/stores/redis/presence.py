@@ -74,23 +74,33 @@ class RedisPresence(PresenceView):
         self.node_members = store.key("node-members:" + self.node)
         self.is_leader = False  # holds the bridge leadership (chat.stores.redis.bridge)
         self.reaped = 0  # nodes this node reaped (tests read it)
-        store.on_event("L", self._heard_login)
-        store.on_event("O", self._heard_logout)
-        store.on_event("J", lambda data: self.add_member(*data.decode().split("\n", 1)))
-        store.on_event("P", lambda data: self.remove_member(*data.decode().split("\n", 1)))
-        store.on_event("N", lambda data: self.online.add(data.decode()))
-        store.on_event("F", lambda data: self.online.discard(data.decode()))
+        self._heard_while_loading: list[Callable[[], None]] | None = None
+        self._on_event("L", lambda name: self.sessions.setdefault(name, ""))
+        self._on_event("O", self._heard_logout)
+        self._on_event("J", lambda entry: self.add_member(*entry.split("\n", 1)))
+        self._on_event("P", lambda entry: self.remove_member(*entry.split("\n", 1)))
+        self._on_event("N", lambda name: self.online.add(name))  # not bound: replace() swaps
+        self._on_event("F", lambda name: self.online.discard(name))
         store.resync_hooks.append(self._resync)
         self._heartbeat = LoopingCall(self.beat)
         self._heartbeat.clock = store.reactor
         self._reaper = LoopingCall(self.reap_dead)
         self._reaper.clock = store.reactor
 
-    def _heard_login(self, data: bytes) -> None:
-        self.sessions.setdefault(data.decode(), "")
+    def _on_event(self, kind: str, apply: Callable[[str], None]) -> None:
+        """Mirror the events of ``kind``; those heard while the view is being reloaded are
+        applied again once it is (the reload would otherwise overwrite them: each event sets
+        its key's state, so applying it again is harmless)."""
 
-    def _heard_logout(self, data: bytes) -> None:
-        username = data.decode()
+        def heard(data: bytes) -> None:
+            text = data.decode()
+            apply(text)
+            if self._heard_while_loading is not None:
+                self._heard_while_loading.append(lambda: apply(text))
+
+        self.store.on_event(kind, heard)
+
+    def _heard_logout(self, username: str) -> None:
         self.sessions.pop(username, None)
         self.online.discard(username)
 
@@ -139,8 +149,9 @@ class RedisPresence(PresenceView):
         return CLAIM(self.redis, (self.sessions_key, self.node_users), args).addCallback(claimed)
 
     def release(self, username: str, session_id: str) -> None:
-        self.sessions.pop(username, None)
-        self.online.discard(username)
+        if self.sessions.get(username) == session_id:  # not another session's name
+            del self.sessions[username]
+            self.online.discard(username)
         self._release(username, f"{self.node} {session_id}", self.node_users).addErrback(
             self._later, "logout"
         )
@@ -239,6 +250,15 @@ class RedisPresence(PresenceView):
 
     def _resync(self) -> Deferred[Any]:
         async def run() -> None:
+            self._heard_while_loading = []
+            try:
+                await load()
+                for apply in self._heard_while_loading:
+                    apply()
+            finally:
+                self._heard_while_loading = None
+
+        async def load() -> None:
             await self.beat()
             await self._reconcile()
             pairs = await self.redis.execute("HGETALL", self.sessions_key)
@@ -277,6 +297,8 @@ class RedisPresence(PresenceView):
             await self._member("P", channel, name)
         for channel, name in local.members - recorded:
             await self._member("J", channel, name)
-        for name in local.online:
-            args = (name, "1", self.store.events_channel)
-            await ONLINE(self.redis, (self.online_key,), args)
+        for channel, _ in local.members:
+            self.store.add_channel(channel)  # a Redis that lost its data lost its channels too
+        for name in local.sessions:
+            online = "1" if name in local.online else "0"  # also: went offline while away
+            await ONLINE(self.redis, (self.online_key,), (name, online, self.store.events_channel))

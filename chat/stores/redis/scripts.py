@@ -12,14 +12,19 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.python.failure import Failure
 
-from chat.stores.redis._resp import RedisConnection, RedisError
+from chat.stores.redis._resp import RedisConnection, RedisError, RespProtocol
 
 
 class Script:
-    """A Lua script run with EVALSHA, falling back to EVAL when Redis lost its script cache."""
+    """A Lua script run with EVALSHA, falling back to EVAL when Redis lost its script cache.
+
+    Every connection loads the scripts first (:func:`load_scripts`), so the fallback is only
+    for a ``SCRIPT FLUSH`` on a live connection: the EVAL is sent when the NOSCRIPT answer
+    arrives, after the commands pipelined behind the EVALSHA.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -42,11 +47,16 @@ class Script:
 # ARGV: log, item JSON without seq/ts, now (ms), retention, events channel, copy log or '',
 #       dedup window (ms)
 # Reply: {seq, ts, payload[, copy seq, copy payload]}, or {'d', 'seq ts'} for a duplicate.
+# The dedup window is measured by the store's clock (``now``), as in the other stores; the key's
+# expiry only collects records that can no longer match.
 APPEND: Final = Script("""
 local dedup = KEYS[5]
 if dedup ~= '' then
   local earlier = redis.call('GET', dedup)
-  if earlier then return {'d', earlier} end
+  if earlier then
+    local earlier_ts = tonumber(string.match(earlier, ' (%d+)$'))
+    if earlier_ts + tonumber(ARGV[7]) >= tonumber(ARGV[3]) then return {'d', earlier} end
+  end
 end
 local ts = tonumber(ARGV[3])
 local function later(log)
@@ -94,12 +104,14 @@ return current
 """)
 
 # KEYS: sessions hash, this node's users set; ARGV: username, "<node> <session id>",
-# node-lease key prefix, events channel, node. Reply: 1 when claimed.
+# node-lease key prefix, events channel, node. Reply: 1 when claimed: the name is free, held
+# by this very session (a node writing its sessions back after an outage), or held by a node
+# whose lease expired. Another session of this node holds it for good, like any other.
 CLAIM: Final = Script("""
 local owner = redis.call('HGET', KEYS[1], ARGV[1])
-if owner then
+if owner and owner ~= ARGV[2] then
   local node = string.match(owner, '^(%S+)')
-  if node ~= ARGV[5] and redis.call('EXISTS', ARGV[3] .. node) == 1 then return 0 end
+  if node == ARGV[5] or redis.call('EXISTS', ARGV[3] .. node) == 1 then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -155,3 +167,18 @@ end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """)
+
+SCRIPTS: Final = (APPEND, SAVE_READ, CLAIM, RELEASE, ONLINE, MEMBER, LEADER)
+
+
+def load_scripts(protocol: RespProtocol) -> Deferred[Any]:
+    """Load every script on a new connection before it carries commands.
+
+    A Redis that restarted (or is new) has no scripts cached; an EVALSHA answered NOSCRIPT
+    would be retried as EVAL only after the commands pipelined behind it ran, so a
+    ``save_read`` then ``read_positions``, or a release then a claim, would run out of order.
+    """
+    return gatherResults(
+        [protocol.execute("SCRIPT", "LOAD", script.source) for script in SCRIPTS],
+        consumeErrors=True,
+    )

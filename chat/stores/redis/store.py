@@ -46,7 +46,7 @@ from chat.stores.errors import StoreClosed, StoreUnavailable
 from chat.stores.interface import Appended, Dedup, ILogStore, LogItem
 from chat.stores.memory import DEFAULT_DEDUP_WINDOW, wall_clock_ms
 from chat.stores.redis._resp import RedisConnection, RespProtocol
-from chat.stores.redis.scripts import APPEND, SAVE_READ
+from chat.stores.redis.scripts import APPEND, SAVE_READ, load_scripts
 
 DEFAULT_RETENTION: Final = 10_000
 DEFAULT_CACHE: Final = 1_000
@@ -111,7 +111,13 @@ class RedisLogStore(CachedLogStore):
         self.patterns: dict[bytes, Callable[[bytes, bytes], None]] = {}  # PSUBSCRIBE
         self.average_item = 256.0  # bytes, for sizing XRANGE pages
         self.redis = RedisConnection(
-            reactor, self.host, self.port, self.db, "commands", reply_timeout
+            reactor,
+            self.host,
+            self.port,
+            self.db,
+            "commands",
+            reply_timeout,
+            on_connect=load_scripts,
         )
         self.subscriber = RedisConnection(
             reactor,
@@ -320,6 +326,8 @@ class RedisLogStore(CachedLogStore):
                 payload = values[b"p"]
                 items.append(LogItem(int(entry_id.split(b"-", 1)[0]), int(values[b"t"]), payload))
                 total += len(payload)
+                if total >= max_bytes:  # COUNT is an estimate: cut like every other page
+                    break
             if items:
                 self.average_item = 0.8 * self.average_item + 0.2 * (total / len(items))
             return items
