@@ -33,7 +33,9 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
 # Measurements worth repeating under --repeat (noise-sensitive and short).
 REPEATABLE = ("fanout", "latency", "ingest", "rooms", "storm")
 
-LISTEN_BACKLOG = 1024  # every server listens with this backlog (the chat server's default)
+# Every server listens with this backlog (the chat server's default); a measurement's
+# "listen_backlog" parameter overrides it for every server of that measurement alike.
+LISTEN_BACKLOG = 1024
 
 # retention per store, passed explicitly so the expected gap is known (the server's defaults)
 RETENTION = {"memory": 10_000, "sqlite": 100_000, "redis": 10_000}
@@ -111,6 +113,7 @@ FULL: dict[str, dict[str, Any]] = {
     "storm": {
         "clients": 5000,
         "timeout": 120.0,
+        "listen_backlog": LISTEN_BACKLOG,  # every server's; try a deeper one with --set
     },
     "catchup": {
         "stores": list(STORES),

@@ -49,8 +49,14 @@ def latency_curve(ax: Any, latency: dict[str, Any]) -> None:
                 textcoords="offset points",
                 xytext=(-30, 8),
             )
+    import matplotlib.ticker
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_formatter(plain)
     ax.set_xlabel("deliveries / s reached (publishes/s times 1,000 subscribers)")
     ax.set_ylabel("publish → deliver latency (ms)")
     ax.set_title("Latency against throughput, 1,000 subscribers")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.params import REPEATABLE
+from bench.params import LISTEN_BACKLOG, REPEATABLE
 from bench.procstat import system_busy_seconds
 from bench.servers import CHILDREN, ROOT, Redis, Server, say
 
@@ -169,6 +169,7 @@ def one_run(
             grace=2.0 if args.quick else 5.0,
             chat_env=args.chat_env,
             store=store,
+            backlog=params.get("listen_backlog", LISTEN_BACKLOG),
         )
         try:
             result = run_load(server, scenario, params, args.workers, args.scenario_timeout)

@@ -91,14 +91,16 @@ class Redis:
         CHILDREN.discard(self.proc)
 
 
-def chat_command(port: int, store: str, retention: int | None, extra: list[str]) -> list[str]:
+def chat_command(
+    port: int, store: str, retention: int | None, extra: list[str], backlog: int = LISTEN_BACKLOG
+) -> list[str]:
     """``twistd -n chat`` as users run it, on 127.0.0.1, with the harness's listen backlog.
 
     The backlog goes into the endpoint string (``backlog=``, Twisted's own syntax), which any
     commit of the server accepts, so ``--chat-commit`` of an older tree listens the same way.
     """
     cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "chat"]
-    cmd += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"]
+    cmd += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog={backlog}"]
     cmd += ["--store", store]
     if retention is not None:
         cmd += ["--retention", str(retention)]
@@ -118,16 +120,17 @@ class Server:
         grace: float = 5.0,
         chat_env: dict[str, str] | None = None,
         store: str = "memory",
+        backlog: int = LISTEN_BACKLOG,
     ) -> None:
         self.grace = grace
         self.target = target
         self.port = free_port()
         self.log_path = log_dir / f"{label}-{target}.log"
         if target == "chat":
-            cmd = chat_command(self.port, store, retention, chat_args or [])
+            cmd = chat_command(self.port, store, retention, chat_args or [], backlog)
         else:
             cmd = [sys.executable, "-m", "bench.baselines", "--mode", target]
-            cmd += ["--port", str(self.port), "--backlog", str(LISTEN_BACKLOG)]
+            cmd += ["--port", str(self.port), "--backlog", str(backlog)]
         self.cmd = cmd
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(

@@ -22,7 +22,7 @@ def _n(value: Any, unit: str = "") -> str:
     if value is None:
         return "—"
     if isinstance(value, float) and value < 100:
-        return f"{value:.2f}{unit}"
+        return f"{value:.3g}{unit}"
     return f"{round(value):,}{unit}"
 
 
@@ -52,15 +52,16 @@ def summary(report: dict[str, Any]) -> str:
     lines: list[str] = []
     targets = [t for t in NAMES if any(t in by for _s, by in _rows(res))]
     if "fanout" in res:
+        fan = [t for t in targets if any(t in row for row in res["fanout"].values())]
         lines += [
             "### Fan-out (deliveries/s)",
             "",
-            "| subscribers | " + " | ".join(NAMES[t] for t in targets) + " |",
-            "|---|" + "---|" * len(targets),
+            "| subscribers | " + " | ".join(NAMES[t] for t in fan) + " |",
+            "|---|" + "---|" * len(fan),
         ]
         for n, row in sorted(res["fanout"].items(), key=lambda kv: int(kv[0])):
             cells = []
-            for t in targets:
+            for t in fan:
                 r = row.get(t, {})
                 cells.append(
                     _fail(r)
@@ -187,9 +188,12 @@ def _rows(res: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _flat(scenario: str, by: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    if scenario in NESTED:
-        return [(f"{scenario}-{n}/{t}", r) for n, row in by.items() for t, r in row.items()]
-    return [(f"{scenario}/{t}", r) for t, r in by.items()]
+    """(label, result) of every run; tolerates the previous harness's flat latency results."""
+    if scenario in NESTED and not any(t in NAMES for t in by):
+        pairs = [(f"{scenario}-{n}/{t}", r) for n, row in by.items() for t, r in row.items()]
+    else:
+        pairs = [(f"{scenario}/{t}", r) for t, r in by.items()]
+    return [(label, r) for label, r in pairs if isinstance(r, dict)]
 
 
 def _ms(lat: dict[str, Any] | None, key: str) -> str:
@@ -206,6 +210,8 @@ def _latency(res: dict[str, Any]) -> list[str]:
     ]
     for point, row in res.items():
         for t, r in row.items():
+            if t not in NAMES or not isinstance(r, dict):
+                continue  # a results file of the previous harness (one rate per target)
             label = "saturation" if point == "saturation" else _n(float(point))
             if _fail(r):
                 lines.append(f"| {label} | {NAMES[t]} | {_fail(r)} ||||||")

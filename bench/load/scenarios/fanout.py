@@ -168,6 +168,8 @@ def publish_run(
         else None,
         **co.cpu_fields(cpu),
         "max_lag_messages": max_seen_lag,
+        # deliveries still owed when publishing stopped (see rooms): a rate not sustained
+        "deliveries_behind_at_end": published * n_subs - delivered_end,
         "latency_samples": len(samples),
         "latency_ms": percentiles(samples),
         "probe_problems": state.problems,

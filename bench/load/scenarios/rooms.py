@@ -9,9 +9,10 @@ probability ∝ 1 / rank^``zipf_s`` (a few big rooms, a long tail of small ones)
 goes, with probability ``private_fraction``, to a random receiver as a private message,
 else to one of the publisher's channels.
 
-``rate`` None publishes closed loop (at most ``window`` requests open per publisher and at
-most ``in_flight`` deliveries under way in all): deliveries/s and acks/s at saturation.
-With a ``rate`` (publishes/s in all), the probes' latency at that load.
+``rate`` None publishes closed loop (at most ``window`` requests open per publisher, and no
+new request while ``in_flight`` deliveries are under way, sent but not yet received):
+deliveries/s and acks/s at saturation. With a ``rate`` (publishes/s in all), the probes'
+latency at that load.
 """
 
 from __future__ import annotations
@@ -172,11 +173,17 @@ def run(co: Coordinator) -> dict[str, Any]:
             steady["t"] = steady["snap"]["t"]
         behind = pubs.expected - co.delivered_total(counts)
         if rate is None:
-            if behind < p["in_flight"]:
-                for i in range(n):
-                    k = pubs.window - pubs.open(i)
-                    if k > 0:
-                        pubs.send(i, k)
+            # top publishers up in turn while fewer than in_flight deliveries are under way
+            budget = p["in_flight"] - behind
+            for _ in range(n):
+                if budget <= 0:
+                    break
+                turn = (turn + 1) % n
+                k = pubs.window - pubs.open(turn)
+                if k > 0:
+                    before = pubs.expected
+                    pubs.send(turn, k)
+                    budget -= pubs.expected - before
         else:
             if behind > p["in_flight"]:
                 fell_behind = f"{behind} deliveries behind at {now - t0:.1f}s"
@@ -225,6 +232,9 @@ def run(co: Coordinator) -> dict[str, Any]:
         else None,
         "publishes_per_s": round(pubs.sent / (t_end - t0), 1),
         "deliveries_per_publish": round(pubs.expected / pubs.sent, 1) if pubs.sent else None,
+        # deliveries still owed when publishing stopped: small when the rate was sustained,
+        # growing with the duration when it was not (latency then measures a queue)
+        "deliveries_behind_at_end": pubs.expected - delivered_end,
         "server_cpu_us_per_delivery": round(1e6 * cpu["server_s"] / delivered_steady, 3)
         if cpu and delivered_steady
         else None,
