@@ -99,7 +99,7 @@ class BaseProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             seq, ts = hub.private(self.username, user, data["content"])
             self.respond(fid, {"channel": None, "seq": seq, "ts": ts})
             return
-        channel = hub.channels.get(data.get("channel"))
+        channel = hub.channels.get(str(data.get("channel")))
         if channel is None or self not in channel.members:
             self.error(fid, "forbidden", "join first")
             return
@@ -134,7 +134,7 @@ class BaseProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
 
 class Factory(WebSocketServerFactory):  # type: ignore[misc]
-    protocol = BaseProtocol
+    protocol = BaseProtocol  # type: ignore[assignment]
 
     def __init__(self, url: str, mode: str) -> None:
         super().__init__(url)

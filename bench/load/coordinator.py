@@ -19,6 +19,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from bench.load.conn import Conn, Tally
@@ -46,7 +47,7 @@ class Coordinator:
         self.server_pid: int = args.server_pid
         self.loop = Loop()
         self.tally = Tally()
-        self.workers: list[tuple[multiprocessing.Process, Connection]] = []
+        self.workers: list[tuple[BaseProcess, Connection]] = []
         self.shared: Any = None
         self.owner: dict[str, int] = {}  # subscriber name -> worker id
         self.order: list[str] = []  # subscribers in join (and feed-open) order
