@@ -156,10 +156,10 @@ def one_run(
         for old in log_dir.glob(f"{label}.db*"):
             old.unlink()
         store = f"sqlite:{db}"
-    elif target == "chat" and store_kind == "redis":
-        redis = Redis(log_dir, label)
-        store = redis.url
     try:
+        if target == "chat" and store_kind == "redis":
+            redis = Redis(log_dir, label)
+            store = redis.url
         server = Server(
             target,
             log_dir,
@@ -176,6 +176,8 @@ def one_run(
         finally:
             if server.proc.poll() is None:
                 server.stop()
+    except (OSError, RuntimeError) as exc:  # a server (or redis-server) that did not start
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     finally:
         if redis is not None:
             redis.stop()

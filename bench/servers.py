@@ -66,14 +66,22 @@ class Redis:
     def __init__(self, log_dir: Path, label: str) -> None:
         self.port = free_port()
         self.log_path = log_dir / f"{label}-redis.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         cmd += ["--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        except OSError:  # no redis-server installed
+            self.log.close()
+            raise
         CHILDREN.add(self.proc)
-        wait_listening(self.proc, self.port, 10, f"redis-server (see {self.log_path})")
+        try:
+            wait_listening(self.proc, self.port, 10, f"redis-server (see {self.log_path})")
+        except RuntimeError:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:
@@ -142,7 +150,11 @@ class Server:
             env=chat_env if target == "chat" else None,
         )
         CHILDREN.add(self.proc)
-        wait_listening(self.proc, self.port, 30.0, f"{target} (see {self.log_path})")
+        try:
+            wait_listening(self.proc, self.port, 30.0, f"{target} (see {self.log_path})")
+        except RuntimeError:
+            self.stop()  # do not leave a half-started server running behind the next run
+            raise
 
     def stop(self) -> float:
         """SIGTERM, then SIGKILL after the grace period; returns how long it took."""
