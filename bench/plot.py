@@ -1,4 +1,5 @@
-"""The PNG of a results file: throughput vs subscribers, and memory of the stalled consumer.
+"""The PNG of a results file: fan-out throughput, the latency-versus-throughput curve, and
+the memory of the stalled consumer.
 
 ``python -m bench.plot RESULTS.json OUT.png`` redraws it from a saved results file.
 """
@@ -18,6 +19,52 @@ LABELS = {
 COLORS = {"chat": "tab:blue", "autobahn": "tab:red", "floor": "tab:gray"}
 
 
+def latency_curve(ax: Any, latency: dict[str, Any]) -> None:
+    """p50 (solid) and p99 (dashed) against the delivery rate reached, per target.
+
+    The last point of each line is the saturation point (closed loop), drawn hollow.
+    """
+    for target in LABELS:
+        points = []
+        for key, row in latency.items():
+            r = row.get(target)
+            if not r or not r.get("ok") or not r.get("latency_ms"):
+                continue
+            rate = r.get("deliveries_per_s_steady") or r.get("deliveries_per_s")
+            points.append((key == "saturation", rate, r["latency_ms"], r.get("publishes_per_s")))
+        if not points:
+            continue
+        points.sort(key=lambda x: (x[0], x[1]))
+        xs = [x[1] for x in points]
+        color = COLORS[target]
+        ax.plot(xs, [x[2]["p50"] for x in points], "o-", color=color, label=f"{LABELS[target]} p50")
+        ax.plot(xs, [x[2]["p99"] for x in points], "s--", color=color, alpha=0.7, label="p99")
+        sat = [x for x in points if x[0]]
+        for x in sat:
+            ax.annotate(
+                f"saturation\n{x[3]:,.0f}/s",
+                (x[1], x[2]["p99"]),
+                fontsize=7,
+                color=color,
+                textcoords="offset points",
+                xytext=(-30, 8),
+            )
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_formatter(plain)
+    ax.set_xlabel("deliveries / s reached (publishes/s times 1,000 subscribers)")
+    ax.set_ylabel("publish → deliver latency (ms)")
+    ax.set_title("Latency against throughput, 1,000 subscribers")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_lines():
+        ax.legend(fontsize=7)
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -26,7 +73,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.ticker
 
     results = report["results"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, grid = plt.subplots(2, 2, figsize=(15, 10))
+    axes = [grid[0][0], grid[1][0], grid[1][1]]
+    latency_curve(grid[0][1], results.get("latency", {}))
     m = report.get("machine", {})
     fig.suptitle(
         f"chat server benchmarks{' (--quick)' if report.get('quick') else ''} — "
@@ -61,7 +110,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("deliveries / s")
     ax.set_title("Fan-out throughput")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_lines():
+        ax.legend(fontsize=8)
     ax.set_ylim(bottom=0)
 
     stalled = results.get("stalled", {})
@@ -93,7 +143,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax_i.set_ylabel("server RSS (MiB)")
     for a in (ax_t, ax_i):
         a.grid(True, alpha=0.3)
-        a.legend(fontsize=8)
+        if a.get_lines():
+            a.legend(fontsize=8)
         a.set_ylim(bottom=0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

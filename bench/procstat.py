@@ -60,3 +60,32 @@ def _cpu_fields() -> list[int]:
     with open("/proc/stat", "rb") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     return fields + [0] * (8 - len(fields))
+
+
+TCP_EXT_COUNTERS = (
+    "ListenOverflows",  # a SYN or final ACK arrived with the accept queue full
+    "ListenDrops",  # every connection request dropped at the listener (overflows included)
+    "TCPReqQFullDrop",  # SYN dropped: the SYN (request) queue was full, no SYN cookies
+    "TCPReqQFullDoCookies",  # SYN answered with a SYN cookie: request queue full
+    "TCPSynRetrans",  # SYNs retransmitted by clients (each dropped SYN costs ~1 s)
+    "TCPTimeouts",  # retransmission timeouts of any kind
+)
+
+
+def tcp_ext_counters() -> dict[str, int]:
+    """The listen-queue counters of ``/proc/net/netstat`` (this network namespace).
+
+    They are machine-wide: read them just before and after a measurement and take the
+    difference; other traffic on the machine adds to them (rarely, on loopback).
+    """
+    try:
+        with open("/proc/net/netstat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            out = {k: int(table[k]) for k in TCP_EXT_COUNTERS if k in table}
+    return out

@@ -5,11 +5,12 @@ Starts its own ``redis-server`` (fresh, on a free port, no persistence) for each
 1. **one node**: 1,000 subscribers of one channel on node 1;
 2. **two nodes**: 500 subscribers on node 1 and 500 on node 2, same channel;
 
-the publisher is on node 1 in both. The load is :mod:`bench.load`'s fan-out unchanged
-(:class:`bench.load.Coordinator`: closed-loop publishing with a window of messages ahead of
-the slowest subscriber, ~150-byte items, 8 probes checking order and gaps, every delivery
-counted); only where the connections go differs. Two worker processes hold the bulk
-subscribers in both runs (in the two-node run, one per node), so the load side is the same.
+the publisher is on node 1 in both. The load is :mod:`bench.load.scenarios.fanout`
+unchanged (:class:`bench.load.coordinator.Coordinator`: closed-loop publishing with a window
+of messages ahead of the slowest subscriber, ~150-byte items, 8 probes checking order and
+gaps, every delivery counted); only where the connections go differs. Two worker processes
+hold the bulk subscribers in both runs (in the two-node run, one per node), so the load side
+is the same.
 
 Reported per run: deliveries/s, each node's CPU, Redis's CPU (``/proc/<pid>/stat``), the load
 processes' CPU and what other processes used; at the end the ratio two nodes / one node.
@@ -24,18 +25,23 @@ import atexit
 import json
 import multiprocessing
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.load import Conn, Coordinator, Timeout, fanout_window, open_all, worker_main
-from bench.load import ServerError as LoadServerError
+from bench.load.conn import Conn
+from bench.load.coordinator import Coordinator
+from bench.load.loop import ServerError as LoadServerError
+from bench.load.loop import Timeout
+from bench.load.payloads import fanout_window
+from bench.load.scenarios import fanout
+from bench.load.setup import open_all
+from bench.load.worker import worker_main
+from bench.params import FULL
 from bench.procstat import cpu_seconds, raise_nofile, system_busy_seconds
-from bench.run import CHILDREN, FULL, ROOT, Server, free_port, kill_children, say
+from bench.servers import ROOT, Redis, Server, kill_children, say
 
 PARAMS: dict[str, Any] = {
     **FULL["fanout"],
@@ -46,61 +52,6 @@ PARAMS: dict[str, Any] = {
     "drain_timeout": 30.0,
     "setup_timeout": 60.0,
 }
-
-
-class Redis:
-    """A private ``redis-server``: free port, no RDB, no AOF."""
-
-    def __init__(self, log_dir: Path, label: str) -> None:
-        self.port = free_port()
-        self.log_path = log_dir / f"{label}-redis.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        CHILDREN.add(self.proc)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not answer PING within 10 s")
-            time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        CHILDREN.discard(self.proc)
 
 
 class ClusterCoordinator(Coordinator):
@@ -194,9 +145,9 @@ def one_run(nodes: int, params: dict[str, Any], log_dir: Path, label: str) -> di
         coordinator.start_workers(2)
         quiet = machine_busy_pct(1.0)
         channel = "bench"
-        publisher, probes, info = coordinator.fanout_setup(params["subscribers"], channel)
-        result = coordinator.publish_run(
-            publisher, probes, channel, params["subscribers"], info["since_seq"], None
+        publisher, probes, info = fanout.setup(coordinator, params["subscribers"], channel)
+        result = fanout.publish_run(
+            coordinator, publisher, probes, channel, params["subscribers"], info["since_seq"], None
         )
         snaps = coordinator.snaps
         # snaps: [start, after the warm-up (if reached), end of publishing]

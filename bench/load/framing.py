@@ -1,10 +1,13 @@
 """Client-side WebSocket (RFC 6455) pieces for the load process: no Autobahn, no reactor.
 
+(Formerly ``bench/wsproto.py``: renamed because that name shadows the PyPI package
+``wsproto`` whenever ``bench/`` is on ``sys.path``, as it is for ``python bench/x.py``.)
+
 The load clients must be cheaper than the servers they measure, so they do the opening
 handshake with a hand-written HTTP request, send masked frames built with one big-integer
 XOR, and read server frames either by parsing headers (:class:`FrameReader`, used during
 setup and by probe subscribers) or not at all (bulk subscribers count a marker that occurs
-exactly once per delivered item, see :mod:`bench.load`).
+exactly once per delivered item, see :mod:`bench.load.marks`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ class HandshakeError(Exception):
 
 
 def new_key() -> bytes:
+    """A fresh ``Sec-WebSocket-Key`` (16 random bytes, base64)."""
     return base64.b64encode(os.urandom(16))
 
 
 def handshake_request(host: str, port: int, path: str, key: bytes) -> bytes:
+    """The opening handshake, offering the protocol's subprotocol as a browser client does."""
     return (
         f"GET {path} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\n"
@@ -54,6 +59,12 @@ def check_handshake(head: bytes, key: bytes) -> None:
         headers[name.strip().lower()] = value.strip()
     if headers.get(b"sec-websocket-accept") != accept:
         raise HandshakeError("wrong Sec-WebSocket-Accept")
+    # Every target must negotiate the same subprotocol, or the idle-memory comparison would
+    # compare a connection that did the negotiation with one that did not.
+    if headers.get(b"sec-websocket-protocol") != SUBPROTOCOL.encode():
+        raise HandshakeError(
+            f"server did not select {SUBPROTOCOL}: {headers.get(b'sec-websocket-protocol')!r}"
+        )
 
 
 _rand32 = random.Random(os.urandom(8)).getrandbits
@@ -74,12 +85,6 @@ def masked_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
         n, "little"
     )
     return header + key + body
-
-
-def unmask(data: bytes, key: bytes) -> bytes:
-    n = len(data)
-    mask = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(mask, "little")).to_bytes(n, "little")
 
 
 class FrameReader:
