@@ -54,11 +54,8 @@ class ServerProtocol(WebSocketServerProtocol):
         origin = request.origin or None
         if not origin_allowed(origin, self.http_headers.get("host"), settings.allowed_origins):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, f"origin {origin} is not allowed")
-        most = settings.max_connections_per_ip
-        if most and self.factory.hub.connections_from(request.peer) >= most:
-            raise ConnectionDeny(
-                ConnectionDeny.SERVICE_UNAVAILABLE, f"at most {most} connections per address"
-            )
+        # --allowed-host, --max-connections(-per-ip) were applied before this request reached
+        # the resource (chat.web.channel, chat.web.connections); this connection is counted.
         return SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
