@@ -346,7 +346,7 @@ class Settings:
         10.0,
         "header-timeout",
         "Seconds a client has to send a complete HTTP request head (request line and "
-        "headers); slower ones are dropped.",
+        "headers); slower ones get 408 and are dropped (0: no limit).",
         parse=seconds,
     )
     max_body_size: int = option(
@@ -355,6 +355,13 @@ class Settings:
         "Largest HTTP request body accepted (POST /api/publish), in bytes; bigger is refused "
         "with 413 before it is read. Other routes take no body.",
         parse=positive,
+    )
+    body_timeout: float = option(
+        10.0,
+        "body-timeout",
+        "Seconds a client has, once its request head is in, to send the whole request body; "
+        "slower ones get 408 and are dropped (0: no limit).",
+        parse=seconds,
     )
 
     # Who may connect.

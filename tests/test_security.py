@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 import websocket
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -22,7 +27,7 @@ from chat.settings import Settings, parse_duration
 from chat.web.origins import origin_allowed
 from chat.web.site import make_site
 from tests.conftest import start_server, stop_server
-from tests.helpers import until, within
+from tests.helpers import server_log, twistd_path, twistd_server, until, within
 
 ensure = pytest_twisted.ensureDeferred
 SECRET = b"0123456789abcdef-test-secret"
@@ -255,3 +260,234 @@ async def test_tls_round_trip_with_the_client_library(tmp_path: Path) -> None:
         await within(client.close())
         await until(lambda: not node.connections)
         await within(port.stopListening())
+
+
+# Tokens for every valid username (issue 12, finding 8), and no input that is not a TokenError
+
+
+names = st.from_regex(r"[A-Za-z0-9_.\-]{1,32}", fullmatch=True)
+
+
+@given(username=names, other=names)
+def test_a_token_works_for_every_valid_username_and_no_other(username: str, other: str) -> None:
+    token = issue_token(SECRET, username, ttl=60, now=1000)
+    assert token.startswith("v2.") and token.count(".") == 3
+    verify_token(SECRET, token, username, now=1000)
+    if other != username:
+        with pytest.raises(TokenError, match="is for"):
+            verify_token(SECRET, token, other, now=1000)
+
+
+def test_tokens_of_the_first_format_still_verify_until_they_expire() -> None:
+    from chat.auth import _sign
+
+    body = "v1.alice.1060"
+    legacy = f"{body}.{_sign(SECRET, body)}"
+    verify_token(SECRET, legacy, "alice", now=1000)
+    with pytest.raises(TokenError, match="expired"):
+        verify_token(SECRET, legacy, "alice", now=1060)
+    with pytest.raises(TokenError, match="signature"):  # v1 and v2 sign different texts
+        verify_token(SECRET, legacy.replace("v1.alice", "v2.YWxpY2U"), "alice", now=1000)
+
+
+token_parts = st.text(max_size=30) | st.sampled_from(["", "YWxpY2U", "alice", "1060", "\u00e9"])
+shaped_tokens = st.tuples(
+    st.sampled_from(["v1", "v2", "v3", ""]), token_parts, token_parts, token_parts
+).map(".".join)
+
+
+@given(
+    token=st.text(max_size=120)
+    | st.binary(max_size=40).map(lambda b: b.decode("latin-1"))
+    | shaped_tokens
+)
+def test_any_text_is_a_valid_token_or_a_token_error(token: str) -> None:
+    with contextlib.suppress(TokenError):
+        verify_token(SECRET, token, "alice", now=1000)
+
+
+def test_odd_tokens_are_token_errors_with_a_reason() -> None:
+    good = issue_token(SECRET, "alice", ttl=60, now=1000)
+    head, signature = good.rsplit(".", 1)
+    for token, reason in [
+        (head + "." + signature[:-1] + "\u00e9", "malformed"),  # was compare_digest's TypeError
+        (head + "." + signature[:-1] + ("A" if signature[-1] != "A" else "B"), "signature"),
+        ("v2.YWxpY2U.\u00b2\u00b3.x", "malformed"),  # digits str.isdigit accepts, int() refuses
+        ("v2.YWxpY2U." + "9" * 5000 + ".x", "malformed"),
+        ("v2.!!!.1060.x", "signature"),
+        ("v2." + "x" * 600, "malformed"),
+        ("v3.YWxpY2U.1060.x", "malformed"),
+    ]:
+        with pytest.raises(TokenError, match=reason):
+            verify_token(SECRET, token, "alice", now=1000)
+    for value in [0, [], {}, 1.5, True]:
+        with pytest.raises(TokenError, match="needs a"):
+            verify_token(SECRET, value, "alice")
+
+
+@ensure
+async def test_a_non_ascii_token_signature_is_unauthenticated_and_counted() -> None:
+    from twisted.logger import globalLogPublisher
+
+    failures: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_failure") is not None:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    server = await start_server(Settings(store="memory", auth="token", secret=SECRET))
+    client = await within(connect(server.url))
+    bad = issue_token(SECRET, "alice", 60).rsplit(".", 1)[0] + ".\u00e9\u00e9\u00e9"
+    try:
+        for _ in range(5):
+            with pytest.raises(ChatError) as info:
+                await within(client.request("login", {"username": "alice", "token": bad}))
+            assert info.value.code == "unauthenticated", info.value
+        code, reason = await within(client.closed)
+        assert code == 1008 and "5 failed logins" in reason
+        assert failures == []  # no traceback
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await stop_server(server)
+
+
+def private_file(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def chat_token(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "chat-token"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def test_chat_token_issues_a_token_a_dotted_username_logs_in_with(tmp_path: Path) -> None:
+    secret = private_file(tmp_path / "secret", "a-secret-of-at-least-16-bytes\n")
+    issued = chat_token("j.doe", "--ttl", "5m", "--secret-file", str(secret))
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    with twistd_server("--store", "memory", "--auth", "token", "--secret-file", str(secret)) as (
+        proc,
+        port,
+    ):
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        try:
+            login = {"username": "j.doe", "token": token}
+            ws.send(json.dumps({"type": "request", "id": 1, "route": "login", "data": login}))
+            answer = json.loads(ws.recv())
+            assert answer["type"] == "response", answer
+            assert answer["data"]["username"] == "j.doe"
+        finally:
+            ws.close()
+        assert "Traceback" not in server_log(proc)
+
+
+def test_chat_token_refuses_a_username_no_login_accepts(tmp_path: Path) -> None:
+    secret = private_file(tmp_path / "secret", "a-secret-of-at-least-16-bytes\n")
+    for name in ["j doe", "", "x" * 33, "caf\u00e9"]:
+        refused = chat_token(name, "--secret-file", str(secret))
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert "a username is 1-32 characters" in refused.stderr, name
+
+
+def test_chat_token_help_is_plain_text() -> None:
+    shown = chat_token("--help")
+    assert shown.returncode == 0 and "``" not in shown.stdout
+    assert "login token" in shown.stdout and "--secret-file" in shown.stdout
+
+
+# Secrets: private files, never in a repr or a log line (issue 12, finding 9)
+
+
+@pytest.mark.parametrize("option", ["--secret-file", "--api-key-file"])
+def test_a_secret_file_others_may_read_stops_twistd_with_one_line(
+    tmp_path: Path, option: str
+) -> None:
+    path = private_file(tmp_path / "secret", "a-secret-of-at-least-16-bytes\n", 0o644)
+    command = [twistd_path(), "-n", "--pidfile=", "chat", "--store", "memory", option, str(path)]
+    if option == "--secret-file":
+        command += ["--auth", "token"]
+    ended = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    lines = (ended.stdout + ended.stderr).strip().splitlines()
+    assert ended.returncode != 0
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    assert str(path) in lines[0] and f"chmod 600 {path}" in lines[0] and option in lines[0]
+
+
+def test_the_repr_of_settings_shows_neither_the_secret_nor_the_api_keys() -> None:
+    settings = Settings(secret=b"top-secret-bytes-0123", api_keys=("key-one-4567", "key-two-89"))
+    text = repr(settings)
+    assert "top-secret" not in text and "key-one" not in text and "key-two" not in text
+    assert "max_body_size=65536" in text  # the rest is shown
+
+
+def test_no_log_line_holds_the_secret_or_an_api_key(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    secret_text, key = "the-secret-of-this-server-42", "api-key-abcdef-123"
+    secret = private_file(tmp_path / "secret", secret_text + "\n")
+    keys = private_file(tmp_path / "keys", key + "\n")
+    options = ["--store", "memory", "--auth", "token", "--secret-file", str(secret),
+               "--api-key-file", str(keys), "--log-format", "json"]  # fmt: skip
+    with twistd_server(*options) as (proc, port):
+        for bearer in [key, "wrong", key + "x"]:
+            post = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/publish",
+                data=b'{"channel":"nowhere","content":"x"}',
+                headers={"Authorization": f"Bearer {bearer}"},
+            )
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(post, timeout=10)  # 404 (no channel) or 401
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        for token in [issue_token(secret_text.encode(), "eve", 60), "v2.x.1.y", "garbage"]:
+            login = {"username": "alice", "token": token}
+            ws.send(json.dumps({"type": "request", "id": 1, "route": "login", "data": login}))
+            assert json.loads(ws.recv())["error"]["code"] == "unauthenticated"
+        ws.close()
+        log = server_log(proc)
+    assert log and secret_text not in log and key not in log
+
+
+# The origin policy warning (issue 12, finding 9)
+
+
+def test_origin_policy_warnings() -> None:
+    from chat.web.origins import origin_policy_warnings
+
+    exposed = ["tcp:8080", "tcp:8080:interface=0.0.0.0", "tcp6:8080:interface=\\:\\:",
+               "ssl:8443:privateKey=k.pem:certKey=c.pem", "tcp:80:interface=192.0.2.7"]  # fmt: skip
+    local = ["tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.1.1",
+             "tcp6:8080:interface=\\:\\:1", "tcp:8080:interface=localhost",
+             "unix:/run/chat.sock"]  # fmt: skip
+    for listen in exposed:
+        (line,) = origin_policy_warnings(Settings(listen=(local[0], listen)))
+        assert listen in line and "--allowed-host" in line and "DNS-rebinding" in line
+        assert origin_policy_warnings(Settings(listen=(listen,), allowed_hosts=("a",))) == []
+        assert origin_policy_warnings(Settings(listen=(listen,), allowed_origins=("x",))) == []
+    assert origin_policy_warnings(Settings(listen=tuple(local))) == []
+
+
+@ensure
+async def test_the_site_warns_at_start_when_exposed_with_the_default_origin_policy() -> None:
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    warnings: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_level") == LogLevel.warn and "warning" in event:
+            warnings.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        exposed = await start_server(Settings(store="memory", listen=("tcp:8080",)))
+        guarded = await start_server(
+            Settings(store="memory", listen=("tcp:8080",), allowed_hosts=("chat.example.com",))
+        )
+        await stop_server(exposed)
+        await stop_server(guarded)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(warnings) == 1 and "tcp:8080" in warnings[0]["warning"]

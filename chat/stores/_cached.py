@@ -105,7 +105,7 @@ class Ring:
         j = (self.start + high - self.first) % n
         if i <= j:
             return items[i : j + 1]
-        return items[i:] + items[1 : j + 1]
+        return items[i:] + items[: j + 1]
 
 
 class LogState:

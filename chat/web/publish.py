@@ -9,13 +9,13 @@
 The item is appended and delivered like any message; its ``from`` is ``api:<from>``
 (``api:server`` when ``from`` is omitted), a form no username can take, so clients can tell
 it from a user. Errors are JSON ``{"error": {"code", "message"}}`` with status 400 (bad JSON or
-fields), 401 (missing or wrong key), 404 (no such channel), 405 (not POST), 413 (body too
-large), 500 (the store failed).
+fields), 401 (missing or wrong key), 404 (no such channel), 405 (not POST), 413 (body over
+``--max-body-size``: refused by :mod:`chat.web.channel` from its ``Content-Length``, or as a
+chunked body passes the limit, before this resource runs), 500 (the store failed).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
@@ -27,6 +27,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from chat.connection import Node
 from chat.protocol.errors import ErrorCode, ProtocolError
 from chat.service import validation as v
+from chat.web.apikeys import bearer_authorized
+from chat.web.channel import error_body
 
 SENDER_PREFIX = "api:"
 STATUS = {ErrorCode.INVALID_DATA: 400, ErrorCode.NOT_FOUND: 404}
@@ -46,10 +48,7 @@ class PublishResource(Resource):
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="chat"')
             return _error(request, 401, "unauthenticated", "missing or wrong Bearer key")
         assert request.content is not None
-        body = request.content.read(settings.max_frame_size + 1)
-        if len(body) > settings.max_frame_size:
-            limit = settings.max_frame_size
-            return _error(request, 413, "too_large", f"the body exceeds {limit} bytes")
+        body = request.content.read()  # at most --max-body-size: the channel refused more
         try:
             fields = v.obj(json.loads(body), "publish")
             channel = v.name(fields, "channel")
@@ -75,14 +74,10 @@ class PublishResource(Resource):
         return NOT_DONE_YET
 
     def _authorized(self, request: Request) -> bool:
-        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key:
-            return False
-        return any(hmac.compare_digest(key.strip(), good) for good in self.node.settings.api_keys)
+        return bearer_authorized(request.getHeader(b"authorization"), self.node.settings.api_keys)
 
 
 def _error(request: Request, status: int, code: str, message: str) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps({"error": {"code": str(code), "message": message}}).encode()
+    return error_body(str(code), message)
