@@ -25,7 +25,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
 from chat.client import connect
-from chat.server import make_hub
+from chat.server import make_node
 from chat.settings import Settings
 from chat.web.site import make_site
 from tests.conftest import RunningServer, start_server, stop_server
@@ -412,11 +412,11 @@ async def test_a_websocket_counts_from_accept_until_it_closes() -> None:
 @ensure
 async def test_a_websocket_over_tls_is_counted_and_released(tmp_path: Path) -> None:
     key, cert, pem = self_signed(tmp_path)
-    hub = make_hub(Settings(store="memory"), reactor)
+    node, _backend = make_node(Settings(store="memory"), reactor)
     endpoint = serverFromString(
         reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     )
-    site = make_site(hub)
+    site = make_site(node)
     port = await within(endpoint.listen(site))
     tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
     try:

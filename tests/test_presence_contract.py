@@ -21,7 +21,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
@@ -233,7 +233,7 @@ async def test_members_page_after_a_name(nodes: Nodes, limit: int) -> None:
     pages: list[list[str]] = []
     after: str | None = None
     while page := list(a.members_after("general", after, limit)):
-        assert len(page) <= limit
+        assert len(page) <= limit and len(pages) <= len(NAMES), "paging never ends"
         pages.append(page)
         after = page[-1]
     assert [name for page in pages for name in page] == expected
@@ -258,8 +258,10 @@ async def test_join_and_leave_change_membership_and_counts(nodes: Nodes) -> None
     assert list(a.members_after("random", None, 10)) == ["alice"]
     assert a.member_count("empty") == 0 and list(a.members_after("empty", None, 10)) == []
     await until(
-        lambda: list(b.members_after("general", None, 10)) == ["alice"]
-        and b.member_count("random") == 1
+        lambda: (
+            list(b.members_after("general", None, 10)) == ["alice"]
+            and b.member_count("random") == 1
+        )
     )
     a.left("random", "alice")
     await until(lambda: b.member_count("random") == 0)
@@ -281,7 +283,7 @@ async def test_user_count_counts_live_sessions(nodes: Nodes) -> None:
 # --- Redis: node leases and dead nodes ----------------------------------------------------
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+async def eventually(check: Callable[[], Deferred[bool]], what: str) -> None:
     """Like :func:`until`, for a condition that has to ask Redis."""
     for _ in range(int(WAIT / 0.02)):
         if await within(check()):
@@ -358,6 +360,39 @@ async def test_live_nodes_are_never_reaped_and_a_dead_one_once(redis_nodes: Node
     assert list(second.members_after("general", None, 10)) == ["alice"]
     assert not await claim(second, "alice", "s3")  # the live node's user keeps her name
     assert await claim(second, "bob", "s4")
+
+
+# --- Redis: the mirror ----------------------------------------------------------------------
+
+
+@ensure
+async def test_what_a_node_hears_while_it_reloads_is_not_lost(redis_nodes: Nodes) -> None:
+    a, b = await redis_nodes.node(), await redis_nodes.node()
+    store = redis_nodes.store_of(b)
+    connection = store.redis
+    original = connection.execute
+    snapshot: Deferred[None] = Deferred()
+    go_on: Deferred[None] = Deferred()
+
+    def execute(*args: Any) -> Deferred[Any]:
+        d = original(*args)
+        if args[:2] == ("HGETALL", store.key("sessions")) and not snapshot.called:
+
+            def hold(reply: Any) -> Deferred[Any]:  # an old snapshot, answered late
+                snapshot.callback(None)
+                return go_on.addCallback(lambda _: reply)
+
+            d.addCallback(hold)
+        return d
+
+    connection.execute = execute  # type: ignore[method-assign]
+    reloading = store.resync()  # what a reconnection does
+    await within(snapshot)  # b has read the sessions: nobody yet
+    assert await claim(a, "alice", "s1")
+    await until(lambda: b.user_count() == 1, what="node b to hear the login")
+    go_on.callback(None)
+    await within(reloading)
+    assert b.user_count() == 1  # the reload did not take it back
 
 
 # --- Redis: reconciliation after an outage ------------------------------------------------
@@ -443,10 +478,12 @@ async def test_a_node_writes_its_state_back_after_redis_was_away(
 
         # Redis holds exactly what node a holds, and node b sees it.
         await until(
-            lambda: list(b.members_after("general", None, 10)) == ["alice"]
-            and list(b.members_after("random", None, 10)) == ["alice"]
-            and b.user_count() == 1
-            and not b.is_online("alice"),
+            lambda: (
+                list(b.members_after("general", None, 10)) == ["alice"]
+                and list(b.members_after("random", None, 10)) == ["alice"]
+                and b.user_count() == 1
+                and not b.is_online("alice")
+            ),
             what="node b to see node a's state",
         )
         assert list(a.members_after("general", None, 10)) == ["alice"]
@@ -457,11 +494,8 @@ async def test_a_node_writes_its_state_back_after_redis_was_away(
         assert c.user_count() == 1 and not c.is_online("alice")
         assert not await claim(b, "alice", "s4")
         assert await claim(b, "carol", "s5")
-        assert sorted(server.cli("SMEMBERS", nodes.prefix + "members:general").split()) == [
-            "alice"
-        ]
+        assert sorted(server.cli("SMEMBERS", nodes.prefix + "members:general").split()) == ["alice"]
         assert server.cli("SMEMBERS", nodes.prefix + "online").split() == []
     finally:
         await nodes.stop_all()
         server.stop()
-

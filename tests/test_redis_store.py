@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -103,7 +102,7 @@ async def test_a_node_that_missed_notifications_catches_up_by_itself(nodes: Node
     resyncs = b.resyncs
     protocol = b.subscriber.protocol
     assert protocol is not None and protocol.transport is not None
-    protocol.transport.abortConnection()  # b stops hearing events for a moment
+    protocol.transport.abortConnection()  # type: ignore[attr-defined]  # b stops hearing
     for n in range(1, 6):
         await within(a.append("#x", {"n": n}))
     await until(lambda: b.resyncs > resyncs and b.last_seq("#x") == 6)
@@ -325,7 +324,7 @@ async def test_a_large_reply_arriving_slowly_does_not_trip_the_watchdog(nodes: N
         reading = store.read("#big", 0, PAGE_ITEMS, max_bytes=64 * 2**20)  # one XRANGE reply
         pinged = store.ping()  # pipelined behind it: answered after it, not failed
         answered = await within(ensureDeferred(keep_asking(writer, reading)), 30)
-        items: list[LogItem] = list(await within(reading))
+        items: Sequence[LogItem] = await within(reading)
         await within(pinged)
         assert reactor.seconds() - started > 0.5  # the reply took longer than the timeout...
         assert proxy.passed - before > 4_000_000

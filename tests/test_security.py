@@ -345,7 +345,7 @@ async def test_a_non_ascii_token_signature_is_unauthenticated_and_counted() -> N
                 await within(client.request("login", {"username": "alice", "token": bad}))
             assert info.value.code == "unauthenticated", info.value
         code, reason = await within(client.closed)
-        assert code == 1008 and "5 failed logins" in reason
+        assert code == 1008 and "too many failed logins: 5" in reason
         assert failures == []  # no traceback
     finally:
         globalLogPublisher.removeObserver(observer)

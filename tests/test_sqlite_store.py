@@ -15,13 +15,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 
 from chat.stores.errors import StoreClosed, StoreOpenError, StoreWriteError
 from chat.stores.interface import Appended, Dedup, ILogStore, LogItem
@@ -67,14 +67,14 @@ async def everything(store: ILogStore, log: str, after: int = 0) -> list[LogItem
     """Every retained item after ``after``, page by page."""
     items: list[LogItem] = []
     while after < store.last_seq(log):
-        page = list(await within(store.read(log, after, 100)))
+        page: Sequence[LogItem] = await within(store.read(log, after, 100))
         assert page and page[0].seq > after
         items.extend(page)
         after = page[-1].seq
     return items
 
 
-def seqs(items: list[LogItem]) -> list[int]:
+def seqs(items: Sequence[LogItem]) -> list[int]:
     return [item.seq for item in items]
 
 
@@ -213,7 +213,8 @@ async def test_recent_items_come_from_memory_older_ones_from_disk(stores: Stores
     await stores.close(store)
     store = stores.open(cache=4)
     assert store.cached("#x", 0, 5) is None  # nothing in memory after a restart: read()
-    assert seqs(list(await within(store.read("#x", 0, 5)))) == [1, 2, 3, 4, 5]
+    first_page: Sequence[LogItem] = await within(store.read("#x", 0, 5))
+    assert seqs(first_page) == [1, 2, 3, 4, 5]
     await fill(store, "#x", 6)  # seqs 11..16; the ring holds the newest 4
     held = store.cached("#x", 12, 10)
     assert held is not None and seqs(list(held)) == [13, 14, 15, 16]
@@ -259,8 +260,8 @@ async def test_reads_far_back_are_primary_key_range_scans(stores: Stores) -> Non
         )
         connection.execute("UPDATE logs SET last = ? WHERE log = '#big'", (count,))
     store = stores.open(retention=2 * count, cache=8)
-    middle = list(await within(store.read("#big", 99_999, 100)))
-    newest = list(await within(store.read("#big", count - 100, 100)))
+    middle: Sequence[LogItem] = await within(store.read("#big", 99_999, 100))
+    newest: Sequence[LogItem] = await within(store.read("#big", count - 100, 100))
     assert seqs(middle) == list(range(100_000, 100_100))
     assert seqs(newest) == list(range(count - 99, count + 1))
 
@@ -294,7 +295,7 @@ async def test_a_failed_commit_fails_its_appends_and_leaves_no_hole(
     await within(store.on_writer(lambda c: c.execute(breakage.format(pages=pages))))
     big = "x" * 20_000  # needs new pages, so a capped file cannot take it
     key = Dedup("alice", "c1")
-    failed = [store.append("#x", {"content": big}) for _ in range(4)]
+    failed: list[Deferred[Any]] = [store.append("#x", {"content": big}) for _ in range(4)]
     failed.append(store.append("#x", {"content": big}, None, key))
     failed.append(store.save_read("alice", "#x", 3))
     for d in failed:

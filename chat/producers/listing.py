@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from chat.producers.stream import StreamHost, StreamProducer
 from chat.protocol.errors import ErrorCode
-from chat.protocol.frames import encode_json
+from chat.protocol.frames import encode_kept
 from chat.protocol.interactions import Interaction
 from chat.protocol.items import is_unread, sent_prefix
 from chat.stores.interface import PAGE_BYTES, PAGE_ITEMS, ILogStore, IPresence, LogItem
@@ -160,7 +160,7 @@ class ChannelsStream(PagedStream):
         after: str | None = None
         while names := self.store.channels_after(after, NAMES_PER_PAGE):
             count = self.presence.member_count
-            await self.emit([encode_json({"channel": n, "users": count(n)}) for n in names])
+            await self.emit([encode_kept({"channel": n, "users": count(n)}) for n in names])
             after = names[-1]
 
 
@@ -180,7 +180,7 @@ class MembersStream(PagedStream):
         after: str | None = None
         online = self.presence.is_online
         while names := self.presence.members_after(self.channel, after, NAMES_PER_PAGE):
-            await self.emit([encode_json({"username": n, "online": online(n)}) for n in names])
+            await self.emit([encode_kept({"username": n, "online": online(n)}) for n in names])
             after = names[-1]
 
 
@@ -327,4 +327,4 @@ class ConversationsStream(PagedStream):
             pages = LogPages(self, self.store, log_key)
             unread = await count(pages, low, last, partial(is_unread, own=own))
             row = {"channel": channel, "last_seq": last, "read_seq": read, "unread": unread}
-            await self.emit([encode_json(row)])
+            await self.emit([encode_kept(row)])

@@ -44,17 +44,26 @@ def inbox_log(username: str) -> str:
 
 
 class LogItem:
-    """One stored item: its seq, its ts, and its JSON, encoded once when it was appended."""
+    """One stored item: its seq and its JSON, encoded once when it was appended.
 
-    __slots__ = ("payload", "seq", "ts")
+    Its ``ts`` is in the JSON (``"ts"`` is always the last field), so it is not kept twice:
+    every retained item of every log is one of these, and each field costs memory.
+    """
 
-    def __init__(self, seq: int, ts: int, payload: bytes) -> None:
+    __slots__ = ("payload", "seq")
+
+    def __init__(self, seq: int, payload: bytes) -> None:
         self.seq = seq
-        self.ts = ts
         self.payload = payload
 
+    @property
+    def ts(self) -> int:
+        """The item's ``ts``, read from the end of its JSON (``...,"ts":123}``)."""
+        payload = self.payload
+        return int(payload[payload.rindex(b":") + 1 : -1])
+
     def __repr__(self) -> str:
-        return f"LogItem({self.seq}, {self.ts}, {self.payload!r})"
+        return f"LogItem({self.seq}, {self.payload!r})"
 
 
 @attrs.frozen

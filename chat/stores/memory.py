@@ -78,7 +78,7 @@ class MemoryLogStore(CachedLogStore):
 
     def _append_one(self, log: str, fields: Mapping[str, Any], ts: int) -> int:
         seq = self.last_seq(log) + 1
-        self.took(log, [LogItem(seq, ts, encode_kept({**fields, "seq": seq, "ts": ts}))])
+        self.took(log, [LogItem(seq, encode_kept({**fields, "seq": seq, "ts": ts}))])
         return seq
 
     def _dedup_lookup(self, key: DedupKey, now: int) -> tuple[int, int] | None:

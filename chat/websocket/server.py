@@ -38,6 +38,7 @@ class ServerProtocol(WebSocketServerProtocol):
 
     factory: ServerFactory
     connection: ChatConnection | None = None
+    written_when_heard = 0  # the connection's bytes written when the client last sent data
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         settings = self.factory.node.settings
@@ -84,6 +85,8 @@ class ServerProtocol(WebSocketServerProtocol):
         Autobahn, which also sends every error close code.
         """
         connection = self.connection
+        if connection is not None:
+            self.written_when_heard = connection.outbound.bytes_written
         if connection is not None and ab.between_messages(self):
             payloads = ab.take_simple_frames(self, self.factory.node.settings.max_frame_size)
             if payloads:
@@ -98,21 +101,22 @@ class ServerProtocol(WebSocketServerProtocol):
     def onAutoPingTimeout(self) -> None:
         """No pong in time: drop the peer, unless it is merely slow.
 
-        A client that does not read has not seen the ping, and while our buffer is full we do
-        not read it either: that is a slow consumer, which this server never disconnects. So
-        when data is waiting for the peer (our producer is paused, or the kernel holds bytes
-        the peer has not taken) and the peer's TCP still acknowledges (no retransmissions),
-        wait another timeout; the pong comes once it reads. A peer that is gone stops
-        acknowledging, and is dropped.
+        A client that was sent data since it last spoke and does not read has not seen the
+        ping (it waits behind that data, in its kernel's receive buffer or in ours): that is a
+        slow consumer, which this server never disconnects. So when such a peer's TCP stack
+        is alive (:func:`peer_still_acknowledges`), wait another timeout; the pong comes once
+        it reads. A peer that is gone stops acknowledging, and one that was sent nothing but
+        pings has no reason not to answer: both are dropped.
         """
         connection = self.connection
-        if connection is not None and peer_is_slow_not_gone(
-            self.transport, connection.outbound.paused
+        timeout = self.factory.node.settings.ping_timeout
+        if (
+            connection is not None
+            and connection.outbound.bytes_written > self.written_when_heard
+            and peer_still_acknowledges(self.transport, connection.outbound.paused, timeout)
         ):
             self.factory.node.pongs_excused += 1
-            ab.wait_for_pong_again(
-                self, self.factory.node.settings.ping_timeout, self.onAutoPingTimeout
-            )
+            ab.wait_for_pong_again(self, timeout, self.onAutoPingTimeout)
             return
         super().onAutoPingTimeout()
 
@@ -133,16 +137,31 @@ class ServerProtocol(WebSocketServerProtocol):
                 transport.unregisterProducer()
 
 
-def peer_is_slow_not_gone(transport: Any, paused: bool) -> bool:
-    """Whether data waits for a peer whose TCP stack still acknowledges (Linux)."""
+TCP_INFO_LAYOUT: Final = struct.Struct("8B24I")  # Linux struct tcp_info, its first fields
+RETRANSMITS, PROBES, LAST_ACK_RECV = 2, 3, 8 + 13  # indexes into the unpacked fields
+
+
+def peer_still_acknowledges(transport: Any, paused: bool, seconds: float) -> bool:
+    """Whether the peer's TCP stack is alive though its application does not read (Linux).
+
+    Gone: segments or zero-window probes went unanswered more than once. Alive and not
+    reading: data waits for it (our producer is paused, the kernel holds unsent bytes, or a
+    zero-window probe is out, which a live peer answers within a round trip), or it
+    acknowledged the ping itself. Without a kernel view, trust backpressure alone.
+    """
     try:
         sock = transport.getHandle()
         unsent = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
-    except (AttributeError, OSError, ValueError):
-        return paused  # no kernel view: trust backpressure alone
-    retransmits, probes = info[2], info[3]
-    return bool((paused or unsent > 0) and retransmits == 0 and probes == 0)
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_LAYOUT.size)
+        info = TCP_INFO_LAYOUT.unpack(raw)
+    except (AttributeError, OSError, ValueError, struct.error):
+        return paused
+    retransmits, probes = info[RETRANSMITS], info[PROBES]
+    if retransmits >= 2 or probes >= 2:
+        return False
+    data_waits = paused or unsent > 0 or probes > 0
+    acknowledged_the_ping = retransmits == 0 and info[LAST_ACK_RECV] <= seconds * 1000 + 250
+    return data_waits or acknowledged_the_ping
 
 
 class ServerFactory(WebSocketServerFactory):

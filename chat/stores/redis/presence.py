@@ -12,15 +12,18 @@ Theory of operation
 - **Mirror**: every change is also published on the store's events channel (``L``/``O``
   login/logout, ``J``/``P`` join/part, ``N``/``F`` online/offline), and every node keeps a copy of
   the whole presence in memory (:class:`~chat.stores.presence.PresenceView`), reloaded at each
-  (re)connection. Listings and statistics answer from it at once, for the whole cluster.
+  (re)connection; events heard while it reloads are applied again after it, so the reload
+  cannot overwrite them with older state. Listings and statistics answer from it at once, for
+  the whole cluster.
 - **Leases**: every node renews ``<prefix>node:<id>`` (expiring after ``lease`` seconds) every
   ``lease / 3``. Every ``lease / 2`` each node looks for nodes whose key expired; one of them
   (a ``SET NX`` lock) *reaps* the dead node: appends a ``leave`` item for each of its
   memberships, frees its usernames and forgets it. So a node killed with ``kill -9`` has its
   users leave their channels within about ``1.5 * lease``.
 - **Reconciliation**: after Redis was away (or lost its data), a node writes its own sessions,
-  memberships and online users again and removes what it no longer has; ``local_state`` (given
-  at construction) tells it what it has.
+  memberships, online users and the channels of those memberships again, and removes what it
+  no longer has (sessions ended, channels left, users gone offline while Redis was away);
+  ``local_state`` (given at construction) tells it what it has.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class RedisPresence(PresenceView):
         self.node_members = store.key("node-members:" + self.node)
         self.is_leader = False  # holds the bridge leadership (chat.stores.redis.bridge)
         self.reaped = 0  # nodes this node reaped (tests read it)
-        self._heard_while_loading: list[Callable[[], None]] | None = None
+        self._reloading: list[list[Callable[[], object]]] = []  # events heard, per reload
         self._on_event("L", lambda name: self.sessions.setdefault(name, ""))
         self._on_event("O", self._heard_logout)
         self._on_event("J", lambda entry: self.add_member(*entry.split("\n", 1)))
@@ -87,7 +90,7 @@ class RedisPresence(PresenceView):
         self._reaper = LoopingCall(self.reap_dead)
         self._reaper.clock = store.reactor
 
-    def _on_event(self, kind: str, apply: Callable[[str], None]) -> None:
+    def _on_event(self, kind: str, apply: Callable[[str], object]) -> None:
         """Mirror the events of ``kind``; those heard while the view is being reloaded are
         applied again once it is (the reload would otherwise overwrite them: each event sets
         its key's state, so applying it again is harmless)."""
@@ -95,8 +98,8 @@ class RedisPresence(PresenceView):
         def heard(data: bytes) -> None:
             text = data.decode()
             apply(text)
-            if self._heard_while_loading is not None:
-                self._heard_while_loading.append(lambda: apply(text))
+            for recorded in self._reloading:
+                recorded.append(lambda: apply(text))
 
         self.store.on_event(kind, heard)
 
@@ -250,13 +253,14 @@ class RedisPresence(PresenceView):
 
     def _resync(self) -> Deferred[Any]:
         async def run() -> None:
-            self._heard_while_loading = []
+            recorded: list[Callable[[], object]] = []
+            self._reloading.append(recorded)
             try:
                 await load()
-                for apply in self._heard_while_loading:
+                for apply in recorded:
                     apply()
             finally:
-                self._heard_while_loading = None
+                self._reloading.remove(recorded)
 
         async def load() -> None:
             await self.beat()

@@ -259,8 +259,8 @@ class RedisLogStore(CachedLogStore):
         self.learn_channel(data.decode())
 
     def _heard_item(self, data: bytes) -> None:
-        key, seq, ts, payload = data.split(b"\n", 3)
-        self.took(key.decode(), [LogItem(int(seq), int(ts), payload)])
+        key, seq, _ts, payload = data.split(b"\n", 3)
+        self.took(key.decode(), [LogItem(int(seq), payload)])
 
     # Appending
 
@@ -301,9 +301,9 @@ class RedisLogStore(CachedLogStore):
                 seq, ts = reply[1].split()
                 return Appended(int(seq), int(ts), duplicate=True)
             seq, ts = int(reply[0]), int(reply[1])
-            self.took(log, [LogItem(seq, ts, reply[2])])
+            self.took(log, [LogItem(seq, reply[2])])
             if copy_to is not None:
-                self.took(copy_to, [LogItem(int(reply[3]), ts, reply[4])])
+                self.took(copy_to, [LogItem(int(reply[3]), reply[4])])
             return Appended(seq, ts)
 
         return APPEND(self.redis, keys, args).addCallback(appended)
@@ -324,7 +324,7 @@ class RedisLogStore(CachedLogStore):
             for entry_id, fields in entries:
                 values = dict(zip(fields[::2], fields[1::2], strict=True))
                 payload = values[b"p"]
-                items.append(LogItem(int(entry_id.split(b"-", 1)[0]), int(values[b"t"]), payload))
+                items.append(LogItem(int(entry_id.split(b"-", 1)[0]), payload))
                 total += len(payload)
                 if total >= max_bytes:  # COUNT is an estimate: cut like every other page
                     break

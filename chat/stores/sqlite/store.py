@@ -36,7 +36,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chat.protocol.frames import encode_json
+from chat.protocol.frames import encode_kept
 from chat.stores._cached import CachedLogStore, LogState
 from chat.stores.directory import Table
 from chat.stores.errors import StoreClosed, StoreOpenError, StoreWriteError
@@ -74,13 +74,13 @@ def select_page(
 
     def run(connection: sqlite3.Connection) -> list[LogItem]:
         rows = connection.execute(
-            "SELECT seq, ts, payload FROM items WHERE log = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            "SELECT seq, payload FROM items WHERE log = ? AND seq BETWEEN ? AND ? ORDER BY seq",
             (log_key, low, high),
         )
         items = []
         total = 0
-        for seq, ts, payload in rows:
-            items.append(LogItem(seq, ts, payload))
+        for seq, payload in rows:
+            items.append(LogItem(seq, payload))
             total += len(payload)
             if total >= max_bytes:
                 break
@@ -188,7 +188,7 @@ class SqliteLogStore(CachedLogStore):
         item.pop("ts", None)
         logs = (log,) if copy_to is None else (log, copy_to)
         key = None if dedup is None else (dedup.sender, copy_to or log, dedup.client_id)
-        entry = Append(logs, encode_json(item), key)
+        entry = Append(logs, encode_kept(item), key)  # queued until committed: exact size
         self._writer.put(entry)
         return entry.deferred
 

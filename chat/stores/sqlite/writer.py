@@ -190,7 +190,7 @@ class Writer(Worker):
                         new_last[log] = seq
                         payload = with_seq(entry.body, seq, ts)
                         rows.append((log, seq, ts, payload))
-                        items.setdefault(log, []).append(LogItem(seq, ts, payload))
+                        items.setdefault(log, []).append(LogItem(seq, payload))
                         first_seq = first_seq or seq
                     if entry.dedup is not None:
                         batch_dedup[entry.dedup] = (first_seq, ts)
