@@ -69,14 +69,15 @@ def server_log(proc: subprocess.Popen[Any]) -> str:
 
 @contextmanager
 def twistd_server(
-    *args: str, timeout: float = 20, cwd: str | None = None
+    *args: str, timeout: float = 20, cwd: str | None = None, port: int | None = None
 ) -> Iterator[tuple[subprocess.Popen[Any], int]]:
-    """Run ``twistd -n chat`` as users do, on a free port; yield (process, port).
+    """Run ``twistd -n chat`` as users do, on ``port`` (a free one by default); yield
+    (process, port).
 
     The server logs to a temporary file (a pipe nobody reads would fill up and block it);
     :func:`server_log` reads it.
     """
-    port = free_port()
+    port = port or free_port()
     command = [
         twistd_path(),
         "-n",

@@ -144,3 +144,35 @@ async def test_a_slow_consumer_is_not_dropped_for_missing_pongs() -> None:
         if not slow.closed.called:
             await within(slow.close())
         await stop_server(server)
+
+
+def test_joins_and_leaves_are_charged_to_their_own_rate_limit() -> None:
+    from tests.producer_harness import Harness
+
+    harness = Harness(join_rate=5, join_burst=10)
+    conn = harness.connect("alice")
+    for n in range(40):
+        route = "channel.join" if n % 2 == 0 else "channel.leave"
+        conn.client(type="request", id=n + 1, route=route, data={"channel": "churn"})
+    harness.settle()
+    answers = [conn.frames(n + 1)[0] for n in range(40)]
+    assert [a["type"] for a in answers[:10]] == ["response"] * 10
+    assert {a["error"]["code"] for a in answers[10:]} == {"rate_limited"}
+    assert "retry in" in answers[10]["error"]["message"]
+    assert harness.store.last_seq("#churn") == 10  # each refused request appended nothing
+    harness.advance(1)  # five more tokens a second
+    assert conn.request("channel.join", {"channel": "churn"})["type"] == "response"
+
+
+def test_the_server_wide_channel_limit_refuses_only_new_channels() -> None:
+    from tests.producer_harness import Harness
+
+    harness = Harness(max_channels=3)
+    alice, bob = harness.connect("alice"), harness.connect("bob")
+    for name in ("a", "b", "c"):
+        alice.join(name)
+    refused = bob.request("channel.join", {"channel": "d"})
+    assert refused["type"] == "error" and refused["error"]["code"] == "forbidden"
+    assert "limit" in refused["error"]["message"]
+    assert bob.request("channel.join", {"channel": "a"})["type"] == "response"
+    assert harness.store.channel_count() == 3
