@@ -46,7 +46,14 @@ class NodeCollector(Collector):
             return CounterMetricFamily(PREFIX + name, doc, value=value)
 
         yield gauge("connections", "Open WebSocket connections.", service.connection_count)
-        yield gauge("users", "Logged-in users.", len(service.sessions))
+        yield gauge(
+            "users", "Live sessions on this node (lingering ones included).", len(service.sessions)
+        )
+        yield gauge(
+            "lingering_sessions",
+            "Sessions on this node waiting to be resumed (no connection attached).",
+            sum(1 for session in service.sessions.values() if not session.connections),
+        )
         yield gauge("channels", "Channels that exist.", service.store.channel_count())
         paused = sum(
             1
@@ -65,6 +72,11 @@ class NodeCollector(Collector):
         yield counter("items_appended", "Items appended to any log.", service.message_count)
         yield counter("deliveries", "Stream items written.", node.scheduler.deliveries)
         yield counter("bytes_written", "Bytes written by producers.", node.scheduler.bytes_written)
+        yield counter(
+            "pongs_excused",
+            "Ping timeouts forgiven because the client was slow, not gone.",
+            node.pongs_excused,
+        )
         errors = CounterMetricFamily(PREFIX + "errors", "Error frames sent.", labels=["code"])
         for code, count in sorted(node.errors.items()):
             errors.add_metric([code], count)

@@ -27,7 +27,7 @@ from chat.web.site import make_site
 
 CLOSE_GRACE = 2.0  # seconds connections get to finish the close handshake on shutdown
 
-log = Logger()
+logger = Logger()
 
 
 def make_node(settings: Settings, reactor: IReactorTime) -> tuple[Node, Backend]:

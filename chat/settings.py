@@ -51,48 +51,26 @@ def secret_option(default: Any, name: str, help: str, **kwargs: Any) -> Any:
 # Parsers: text of an option -> value, or ValueError saying what is allowed.
 
 
-def positive(text: str) -> int:
-    """A whole number of 1 or more."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise ValueError(f"must be a whole number of 1 or more, got {text!r}") from None
-    if number < 1:
-        raise ValueError(f"must be a whole number of 1 or more, got {text!r}")
-    return number
+def _number(cast: Callable[[str], Any], low: float, rule: str) -> Callable[[str], Any]:
+    """A parser of numbers of at least ``low`` (finite), saying ``rule`` when refused."""
+
+    def parse(text: str) -> Any:
+        try:
+            number = cast(text)
+        except ValueError:
+            raise ValueError(f"must be {rule}, got {text!r}") from None
+        if not low <= number < float("inf"):
+            raise ValueError(f"must be {rule}, got {text!r}")
+        return number
+
+    parse.__doc__ = f"{rule[0].upper()}{rule[1:]}."
+    return parse
 
 
-def count(text: str) -> int:
-    """A whole number of 0 or more (0 turns a limit off)."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise ValueError(f"must be a whole number of 0 or more, got {text!r}") from None
-    if number < 0:
-        raise ValueError(f"must be a whole number of 0 or more, got {text!r}")
-    return number
-
-
-def seconds(text: str) -> float:
-    """A number of seconds, 0 or more."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number of seconds, 0 or more, got {text!r}") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"must be a number of seconds, 0 or more, got {text!r}")
-    return number
-
-
-def rate(text: str) -> float:
-    """A rate per second, 0 or more (0 turns the limit off)."""
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number per second, 0 or more, got {text!r}") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"must be a number per second, 0 or more, got {text!r}")
-    return number
+positive = _number(int, 1, "a whole number of 1 or more")
+count = _number(int, 0, "a whole number of 0 or more (0 turns a limit off)")
+seconds = _number(float, 0, "a number of seconds, 0 or more")
+rate = _number(float, 0, "a number per second, 0 or more (0 turns a limit off)")
 
 
 def one_of(*allowed: str) -> Callable[[str], str]:

@@ -140,7 +140,8 @@ def test_frames_for_an_ended_interaction_are_none(end: str) -> None:
     elif end == "cancel":
         send(core, type="cancel", id=5)
     else:
-        assert core.close_all() == [interaction]
+        core.close_all()
+        assert not interaction.open
     assert core.respond(interaction, {"late": 1}) is None
     assert core.complete(interaction) is None
     assert core.fail(interaction, ErrorCode.INTERNAL, "late") is None
@@ -170,8 +171,7 @@ def test_a_stale_interaction_cannot_end_the_one_reusing_its_id() -> None:
 def test_close_all_ends_every_interaction() -> None:
     core = Interactions()
     opened = [open_one(core, i, kind) for i, kind in enumerate(["request", "stream", "channel"], 1)]
-    ended = core.close_all()
-    assert sorted(i.id for i in ended) == [1, 2, 3]
+    core.close_all()
     assert all(not i.open for i in opened)
     assert core.open == {}
     assert send(core, type="cancel", id=2) is None

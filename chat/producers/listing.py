@@ -32,7 +32,7 @@ from chat.stores.interface import PAGE_BYTES, PAGE_ITEMS, ILogStore, IPresence, 
 
 NAMES_PER_PAGE: Final = 64
 
-log = Logger()
+logger = Logger()
 
 
 class StreamStopped(Exception):
@@ -109,7 +109,7 @@ class PagedStream(StreamProducer):
     def _failed(self, failure: Failure) -> None:
         if failure.check(StreamStopped) or self.stopped:
             return
-        log.failure("stream {route} failed", failure, route=self.interaction.route)
+        logger.failure("stream {route} failed", failure, route=self.interaction.route)
         self.fail(ErrorCode.INTERNAL, "the server failed to read the store")
 
     def produce(self, out: list[bytes], budget: int) -> int:

@@ -112,7 +112,6 @@ class Refused:
     """The core answered the frame itself (bad_frame, duplicate_id, rate_limited)."""
 
     frame: bytes
-    code: ErrorCode = ErrorCode.BAD_FRAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +192,7 @@ class Interactions:
             return Refused(
                 frames.encode_error(
                     fid, ErrorCode.DUPLICATE_ID, f"id {fid} names an interaction that is open"
-                ),
-                ErrorCode.DUPLICATE_ID,
+                )
             )
         if len(self.open) >= self.max_open:
             self.on_error(ErrorCode.RATE_LIMITED)
@@ -204,8 +202,7 @@ class Interactions:
                     ErrorCode.RATE_LIMITED,
                     f"at most {self.max_open} interactions may be open at once; "
                     "wait for one to end or cancel one",
-                ),
-                ErrorCode.RATE_LIMITED,
+                )
             )
         interaction = Interaction(fid, kind, route, credit, prefix=frames.next_prefix(fid))
         self.open[fid] = interaction
@@ -237,10 +234,8 @@ class Interactions:
         self.on_error(code)
         return frames.encode_error(interaction.id, code, message)
 
-    def close_all(self) -> list[Interaction]:
-        """The connection is gone: end every interaction and return them for cleanup."""
-        ended = list(self.open.values())
-        for interaction in ended:
+    def close_all(self) -> None:
+        """The connection is gone: end every interaction."""
+        for interaction in self.open.values():
             interaction.open = False
         self.open.clear()
-        return ended

@@ -29,7 +29,7 @@ from chat.settings import Settings
 from chat.stores.interface import Appended, Dedup, ILogStore, IPresence, channel_log, inbox_log
 from chat.stores.presence import LocalState
 
-log = Logger()
+logger = Logger()
 
 STATISTICS_FIELDS: Final = {
     "users": "user_count",
@@ -168,7 +168,7 @@ class ChatService:
 
     @staticmethod
     def _leave_failed(failure: Failure, session: Session, channel: str) -> None:
-        log.failure(
+        logger.failure(
             "could not record {user} leaving {channel}",
             failure,
             user=session.username,

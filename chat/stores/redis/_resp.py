@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 
 from chat.stores.errors import StoreError, StoreUnavailable
 
-log = Logger()
+logger = Logger()
 
 Reply = Any  # bytes | int | None | list[Reply] | RedisError
 
@@ -78,7 +78,7 @@ class RespProtocol(Protocol):
         waited = self.owner.clock.seconds() - self.progress
         timeout = self.owner.reply_timeout
         if waited >= timeout:
-            log.warn(
+            logger.warn(
                 "Redis {name}: no reply for {timeout:g} s; reconnecting",
                 name=self.owner.name,
                 timeout=timeout,
@@ -98,7 +98,7 @@ class RespProtocol(Protocol):
                     break
                 self._answer(reply)
         except hiredis.ProtocolError as exc:
-            log.error("Redis {name}: not a RESP reply ({error}); reconnecting",
+            logger.error("Redis {name}: not a RESP reply ({error}); reconnecting",
                       name=self.owner.name, error=exc)  # fmt: skip
             if self.transport is not None:
                 self.transport.abortConnection()  # type: ignore[attr-defined]
@@ -108,7 +108,9 @@ class RespProtocol(Protocol):
             self.push(reply)
             return
         if not self.pending:
-            log.error("Redis {name}: unexpected reply {value!r}", name=self.owner.name, value=reply)
+            logger.error(
+                "Redis {name}: unexpected reply {value!r}", name=self.owner.name, value=reply
+            )
             return
         d = self.pending.popleft()
         if isinstance(reply, RedisError):
@@ -145,8 +147,7 @@ class RedisConnection:
     """One reconnecting connection to Redis.
 
     ``on_connect(protocol)`` runs on each new connection (SELECT, SUBSCRIBE, resync...) and
-    may return a Deferred; commands are accepted only after it succeeded. ``on_lost()`` runs
-    when an established connection is lost.
+    may return a Deferred; commands are accepted only after it succeeded.
     """
 
     def __init__(
@@ -158,7 +159,6 @@ class RedisConnection:
         name: str = "commands",
         reply_timeout: float = 3.0,
         on_connect: Callable[[RespProtocol], Deferred[Any] | None] | None = None,
-        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.clock = reactor
         self.reactor = reactor
@@ -168,7 +168,6 @@ class RedisConnection:
         self.name = name
         self.reply_timeout = reply_timeout
         self.on_connect = on_connect
-        self.on_lost = on_lost
         self.protocol: RespProtocol | None = None  # usable: connected and set up
         self.delay = 0.1
         self.stopped = False
@@ -208,7 +207,7 @@ class RedisConnection:
             self.protocol = protocol
             self.delay = 0.1
             if self.down_since is not None:
-                log.info(
+                logger.info(
                     "Redis {name}: connected again to {address} after {seconds:.1f} s "
                     "({attempts} attempts)",
                     name=self.name,
@@ -220,7 +219,7 @@ class RedisConnection:
             self.attempts = 0
 
         def setup_failed(reason: Failure) -> None:
-            log.warn(
+            logger.warn(
                 "Redis {name}: setting up the connection failed: {error}",
                 name=self.name,
                 error=reason.value,
@@ -241,11 +240,8 @@ class RedisConnection:
         d.callback(None)
 
     def lost(self, protocol: RespProtocol) -> None:
-        was_usable = self.protocol is protocol
         self.protocol = None
         self.connecting = False
-        if was_usable and self.on_lost is not None:
-            self.on_lost()
         self._again("connection lost")
 
     def failed(self, reason: Failure) -> None:
@@ -258,7 +254,7 @@ class RedisConnection:
         self.attempts += 1
         if self.down_since is None:
             self.down_since = self.clock.seconds()
-            log.warn(
+            logger.warn(
                 "Redis {name}: {address} unreachable ({why}); retrying every second at most",
                 name=self.name,
                 address=self.address,

@@ -18,7 +18,7 @@ from chat.protocol.names import is_name
 from chat.stores.redis.presence import RedisPresence
 from chat.stores.redis.store import RedisLogStore
 
-log = Logger()
+logger = Logger()
 
 BRIDGE_SENDER: Final = "redis:bridge"  # no username contains ":"
 DEFAULT_PUBLISH_PREFIX: Final = "chat:publish:"
@@ -43,13 +43,15 @@ def start_bridge(
         try:
             content = message.decode("utf-8")
         except UnicodeDecodeError:
-            log.warn("Redis bridge: a PUBLISH to {channel} is not UTF-8; dropped", channel=channel)
+            logger.warn(
+                "Redis bridge: a PUBLISH to {channel} is not UTF-8; dropped", channel=channel
+            )
             return
         if not is_name(channel):
-            log.warn("Redis bridge: {channel!r} is not a channel name; dropped", channel=channel)
+            logger.warn("Redis bridge: {channel!r} is not a channel name; dropped", channel=channel)
             return
         if not content or len(content) > max_content_length:
-            log.warn(
+            logger.warn(
                 "Redis bridge: a PUBLISH to {channel} is empty or longer than {most} characters;"
                 " dropped",
                 channel=channel,
@@ -58,7 +60,7 @@ def start_bridge(
             return
         store.add_channel(channel)
         announce(channel, BRIDGE_SENDER, content).addErrback(
-            lambda failure: log.failure(
+            lambda failure: logger.failure(
                 "Redis bridge: appending to {channel} failed", failure, channel=channel
             )
         )

@@ -45,7 +45,7 @@ from chat.stores.presence import LocalState, PresenceView
 from chat.stores.redis.scripts import CLAIM, LEADER, MEMBER, ONLINE, RELEASE
 from chat.stores.redis.store import RedisLogStore
 
-log = Logger()
+logger = Logger()
 
 DEFAULT_LEASE: Final = 10.0
 
@@ -118,7 +118,7 @@ class RedisPresence(PresenceView):
 
     @staticmethod
     def _loop_died(failure: Failure) -> None:
-        log.failure("Redis presence: a periodic job died", failure)
+        logger.failure("Redis presence: a periodic job died", failure)
 
     def stop(self) -> Deferred[None]:
         """Give up the lease and leadership (a clean shutdown is not a death)."""
@@ -189,7 +189,7 @@ class RedisPresence(PresenceView):
     def _later(failure: Failure, what: str) -> None:
         # Redis is away: the resync after it comes back writes this node's state again.
         if not failure.check(StoreUnavailable):
-            log.failure("Redis presence: recording a {what} failed", failure, what=what)
+            logger.failure("Redis presence: recording a {what} failed", failure, what=what)
 
     # Leases and reaping
 
@@ -225,7 +225,7 @@ class RedisPresence(PresenceView):
 
         def failed(failure: Failure) -> None:
             if not failure.check(StoreUnavailable):
-                log.failure("Redis presence: reaping failed", failure)
+                logger.failure("Redis presence: reaping failed", failure)
 
         return Deferred.fromCoroutine(run()).addErrback(failed)
 
@@ -243,7 +243,7 @@ class RedisPresence(PresenceView):
         await self.redis.execute("DEL", node_users, key("node-members:" + node))
         await self.redis.execute("SREM", key("nodes"), node)
         self.reaped += 1
-        log.info(
+        logger.info(
             "Redis presence: node {node} died; {count} memberships ended",
             node=node,
             count=len(memberships),
@@ -296,7 +296,7 @@ class RedisPresence(PresenceView):
             await self._release(name, self.node + " ", self.node_users)
         for name, session_id in local.sessions.items():
             if not await self.claim(name, session_id):
-                log.warn("Redis presence: {user} was taken by another node meanwhile", user=name)
+                logger.warn("Redis presence: {user} was taken by another node meanwhile", user=name)
         for channel, name in recorded - local.members:
             await self._member("P", channel, name)
         for channel, name in local.members - recorded:

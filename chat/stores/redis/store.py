@@ -52,7 +52,7 @@ DEFAULT_RETENTION: Final = 10_000
 DEFAULT_CACHE: Final = 1_000
 DEFAULT_PREFIX: Final = "chat:"
 
-log = Logger()
+logger = Logger()
 
 
 def parse_url(url: str) -> tuple[str, int, int]:
@@ -167,7 +167,7 @@ class RedisLogStore(CachedLogStore):
 
         def failed(reason: Failure) -> None:
             if not reason.check(StoreUnavailable):
-                log.failure("Redis store: resync failed", reason)
+                logger.failure("Redis store: resync failed", reason)
             self._resync_soon(0.2)  # the command connection may come up a moment later
 
         self.resync().addErrback(failed)
@@ -192,7 +192,7 @@ class RedisLogStore(CachedLogStore):
                 exc.subFailure.raiseException()
             epoch = raw_epoch.decode()
             if self.epoch and epoch != self.epoch:
-                log.warn("Redis store: the store was emptied (new epoch); forgetting its logs")
+                logger.warn("Redis store: the store was emptied (new epoch); forgetting its logs")
                 for state in self.all_states().values():
                     state.last = 0
                     state.ring.clear()
@@ -230,14 +230,14 @@ class RedisLogStore(CachedLogStore):
                 try:
                     handler(data[1:])
                 except Exception:
-                    log.failure("Redis store: bad event {data!r}", data=data[:200])
+                    logger.failure("Redis store: bad event {data!r}", data=data[:200])
         elif kind == b"pmessage" and len(message) == 4:
             callback = self.patterns.get(message[1])
             if callback is not None:
                 try:
                     callback(message[2], message[3])
                 except Exception:
-                    log.failure(
+                    logger.failure(
                         "Redis store: handling a PUBLISH on {channel!r} failed", channel=message[2]
                     )
 

@@ -49,7 +49,7 @@ DEFAULT_RETENTION: Final = 100_000
 DEFAULT_CACHE: Final = 1_000  # recent items per log kept in memory for live delivery
 SYNC_MODES: Final = ("full", "normal")
 
-log = Logger()
+logger = Logger()
 
 
 def _ping(connection: sqlite3.Connection) -> None:
@@ -209,7 +209,7 @@ class SqliteLogStore(CachedLogStore):
                 entry.deferred.callback(outcome)
 
     def _failed(self, entries: list[Entry], exc: BaseException) -> None:
-        log.error(
+        logger.error(
             "SQLite store {path}: could not commit {count} writes: {error}",
             path=self.path,
             count=len(entries),
@@ -244,7 +244,7 @@ class SqliteLogStore(CachedLogStore):
                 state.floor = max(state.floor, keep_from)
 
         def failed(reason: Any) -> None:
-            log.error(
+            logger.error(
                 "SQLite store {path}: trimming by age failed: {error}",
                 path=self.path,
                 error=reason.value,
