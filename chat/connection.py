@@ -77,6 +77,7 @@ class Node:
                     waiter.callback(None)
 
 
+BACKPRESSURE, HOLD = 1, 2  # why a connection stops reading (bits of ``paused_for``)
 WriteFrames = Callable[[bytes], None]
 SendClose = Callable[[Disconnect], None]
 
@@ -122,7 +123,7 @@ class ChatConnection:
         self.send_close = send_close
         self.pause_reading = pause_reading
         self.resume_reading = resume_reading
-        self.paused_for: set[str] = set()  # why reading is paused: "backpressure", "hold"
+        self.paused_for = 0  # why reading is paused: a set of the bits below
         settings = node.settings
         self.interactions = Interactions(
             max_open=settings.max_interactions, on_error=node.count_error
@@ -131,8 +132,8 @@ class ChatConnection:
             self.interactions,
             write,
             node.scheduler,
-            lambda: self._pause("backpressure"),
-            lambda: self._resume("backpressure"),
+            self._pause_for_backpressure,
+            self._resume_after_backpressure,
         )
         self.ctx = RouteContext(
             service=node.service,
@@ -143,7 +144,7 @@ class ChatConnection:
             limits=Limits(settings, node.clock),
             hold=self.hold,
             close=self.close,
-            is_open=lambda: not self.lost,
+            is_open=self._is_open,
             logged_in=self._stop_login_timer,
         )
         self.held = 0  # holds in force; frames wait in the backlog meanwhile
@@ -216,7 +217,7 @@ class ChatConnection:
         if d.called:
             return
         self.held += 1
-        self._pause("hold")
+        self._pause(HOLD)
 
         def release(result: Any) -> Any:
             self.held -= 1
@@ -231,18 +232,27 @@ class ChatConnection:
             self._process(self.backlog.pop(0))
         if not self.held:
             self.backlog.clear()
-            self._resume("hold")
+            self._resume(HOLD)
 
-    def _pause(self, reason: str) -> None:
+    def _pause(self, reason: int) -> None:
         if not self.paused_for:
             self.pause_reading()
-        self.paused_for.add(reason)
+        self.paused_for |= reason
 
-    def _resume(self, reason: str) -> None:
-        if reason in self.paused_for:
-            self.paused_for.discard(reason)
+    def _resume(self, reason: int) -> None:
+        if self.paused_for & reason:
+            self.paused_for &= ~reason
             if not self.paused_for and not self.lost:
                 self.resume_reading()
+
+    def _pause_for_backpressure(self) -> None:
+        self._pause(BACKPRESSURE)
+
+    def _resume_after_backpressure(self) -> None:
+        self._resume(BACKPRESSURE)
+
+    def _is_open(self) -> bool:
+        return not self.lost
 
     # Dispatch
 

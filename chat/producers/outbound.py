@@ -74,12 +74,12 @@ class Outbound:
     """All outbound traffic of one connection, and its producer towards the transport."""
 
     __slots__ = (
+        "_pages",
         "bytes_written",
         "closed",
         "control",
         "frames",
         "interactions",
-        "pages",
         "pause_reading",
         "paused",
         "pauses",
@@ -109,9 +109,16 @@ class Outbound:
         self.control: list[bytes] = []
         self.paused = False
         self.closed = False
-        self.pages = PageSlots()
+        self._pages: PageSlots | None = None  # made when a stream first reads from disk
         self.pauses = 0  # how often the transport paused us (observability and tests)
         self.bytes_written = 0
+
+    @property
+    def pages(self) -> PageSlots:
+        """The connection's slots for pages read from disk."""
+        if self._pages is None:
+            self._pages = PageSlots()
+        return self._pages
 
     # IPushProducer, called by the transport
 

@@ -101,7 +101,7 @@ class ChatService:
             if not token_valid:
                 return _failed(_taken(username))
             waited: Deferred[tuple[Session, bool]] = Deferred()
-            session.claimed.addBoth(
+            session.claimed().addBoth(
                 lambda _: self.login(connection, username, resume, token_valid, still_open)
                 .chainDeferred(waited)
             )  # fmt: skip

@@ -159,15 +159,26 @@ class Session:
         self.clock = clock
         self.linger = linger
         self.on_end = on_end
-        self.connections: set[object] = set()  # the attached connections (opaque here)
+        self.connections: list[object] = []  # the attached connections (opaque here)
         self.channels: dict[str, Membership] = {}
         self.listeners: list[IMembershipListener] = []  # feeds of every attached connection
         self.client_memory: int | None = None  # the last `statistics` fire
-        self.claimed: Deferred[None] = Deferred()  # fires when CLAIMING ends, either way
+        self._claimed: list[Deferred[None]] | None = None  # waiting for CLAIMING to end
         self.timer: IDelayedCall | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.username} {self.state}, {len(self.connections)} connections>"
+
+    def claimed(self) -> Deferred[None]:
+        """Fires when the username's claim is decided (at once if it was)."""
+        d: Deferred[None] = Deferred()
+        if self.state is not SessionState.CLAIMING:
+            d.callback(None)
+        else:
+            if self._claimed is None:
+                self._claimed = []
+            self._claimed.append(d)
+        return d
 
     @property
     def live(self) -> bool:
@@ -177,8 +188,10 @@ class Session:
         """Move to the state ``event`` leads to from here (or raise LifecycleError)."""
         before = self.state
         self.state = _next(SESSION_TRANSITIONS, before, event)
-        if before is SessionState.CLAIMING and not self.claimed.called:
-            self.claimed.callback(None)
+        if before is SessionState.CLAIMING and self._claimed is not None:
+            waiting, self._claimed = self._claimed, None
+            for waiter in waiting:
+                waiter.callback(None)
         if self.state is not SessionState.LINGERING:
             self._stop_timer()
         if self.state is SessionState.ENDED and before is not SessionState.ENDED:
@@ -189,7 +202,7 @@ class Session:
     # What the service calls
 
     def claim_succeeded(self, connection: object) -> None:
-        self.connections.add(connection)
+        self.connections.append(connection)
         self.fire(SessionEvent.CLAIMED)
 
     def claim_failed(self) -> None:
@@ -197,11 +210,12 @@ class Session:
 
     def attach(self, connection: object) -> None:
         self.fire(SessionEvent.ATTACH)
-        self.connections.add(connection)
+        self.connections.append(connection)
 
     def detach(self, connection: object, logout: bool) -> SessionState:
         """``connection`` went away (or logged out): the session stays, lingers, or ends."""
-        self.connections.discard(connection)
+        if connection in self.connections:
+            self.connections.remove(connection)
         if self.connections:
             return self.fire(SessionEvent.DETACH)
         if logout or self.linger <= 0:
