@@ -9,12 +9,16 @@
 //   await client.join("general");
 //   await client.send({ channel: "general", content: "hi" });
 //
-// The client owns one `messages` feed per connection and keeps the last seq seen of every
-// log (channel name, or "@" for the own inbox) with the server's `epoch` in sessionStorage.
-// When the connection drops it reconnects with exponential backoff, logs in again, reopens
-// the feed with `since` + `epoch`, re-joins its channels, and then dispatches `reconnected`
-// saying how many missed messages were recovered, whether the server's store changed
-// (`epochChanged`: nothing from before can be recovered) and which `gap`s were reported.
+// The client keeps the session where every tab of the browser finds it (localStorage: username,
+// session_id, epoch, channels), so a reload, a network change or a second tab logs in with
+// `resume` and is attached to the same session: nobody sees it leave and join. Each tab keeps
+// its own feed positions (the last seq seen of every log: channel name, or "@" for the own
+// inbox) and its unsent messages in sessionStorage. When the connection drops it reconnects
+// with exponential backoff, resumes the session, reopens the feed with `since` + `epoch`, and
+// then dispatches `reconnected` saying how many missed messages were recovered, whether the
+// server's store changed (`epochChanged`) and which `gap`s were reported. Messages carry a
+// `client_id` and are sent again after a reconnect until the server has answered: the server
+// stores each once.
 
 export const PROTOCOL = "chat.v1.json";
 
@@ -105,25 +109,71 @@ export class Interaction {
   }
 }
 
+const storageOr = (name) => {
+  try {
+    return typeof globalThis[name] === "undefined" ? null : globalThis[name];
+  } catch {
+    return null; // storage disabled (e.g. a sandboxed frame): reading it throws
+  }
+};
+
 const DEFAULTS = {
   url: null, // default: ws(s)://<location.host>/ws
-  storage: typeof sessionStorage === "undefined" ? null : sessionStorage,
+  storage: storageOr("sessionStorage"), // per tab: feed positions, epoch, unsent messages
   storageKey: "chat-client.v1",
+  sharedStorage: storageOr("localStorage"), // per browser: the session, found by every tab
+  sharedKey: "chat-client.v1.session",
   reconnect: true,
   backoff: { initial: 500, factor: 2, max: 15000, jitter: 0.2 },
   catchUpTimeout: 10000, // ms to wait for missed items after a reconnect before reporting
+  logoutTimeout: 3000, // ms to wait for the `logout` answer before closing anyway
+  takenRetries: 3, // reconnect attempts refused with username_taken before giving up
 };
+
+function readJSON(storage, key) {
+  if (!storage) return null;
+  try {
+    const value = JSON.parse(storage.getItem(key) || "null");
+    return value && typeof value === "object" ? value : null;
+  } catch {
+    return null; // unreadable: start afresh
+  }
+}
+
+function writeJSON(storage, key, value) {
+  if (!storage) return;
+  try {
+    if (value === null) storage.removeItem(key);
+    else storage.setItem(key, JSON.stringify(value));
+  } catch {
+    /* storage full or disabled: recovery then works only within this page's life */
+  }
+}
+
+function randomHex(bytes) {
+  const buffer = new Uint8Array(bytes);
+  crypto.getRandomValues(buffer); // also in insecure contexts, unlike crypto.randomUUID
+  return Array.from(buffer, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 /**
  * The client. An EventTarget dispatching CustomEvents:
- *  - `state`       detail `{state, attempt?, delay?, error?}`; state is one of
- *                  "connecting", "online", "reconnecting", "closed"
- *  - `session`     detail: the login answer `{username, session_id, epoch}` (after every login,
- *                  also after a reconnect: reopen your own streams here)
- *  - `item`        detail: a feed item (`message`, `join`, `leave`, `gap`), with
- *                  `recovered: true` when it was delivered while catching up after a reconnect
- *  - `reconnected` detail `{missed, gaps, epochChanged, channels}`
- *  - `failed`      detail: the ChatError that stopped reconnecting (e.g. the name is now taken)
+ *  - `state`         `{state, attempt?, delay?, error?}`; state is one of
+ *                    "connecting", "online", "reconnecting", "closed"
+ *  - `conversations` `{rows, resumed, reconnect}`: the `conversations` rows read at every login,
+ *                    dispatched before the feed opens (so no item arrives before it)
+ *  - `session`       the login answer `{username, session_id, epoch, resumed}` plus
+ *                    `conversations` (the rows), after every login (reopen your own streams here)
+ *  - `item`          a feed item (`message`, `join`, `leave`, `gap`), with `recovered: true` when
+ *                    it was missed while away (delivered while catching up)
+ *  - `reconnected`   `{missed, gaps, epochChanged, channels, resumed, reconnect}` once the missed
+ *                    items have arrived (`reconnect`: false when a new page resumed saved positions)
+ *  - `sending`       `{client_id, data, queued}` a message is on its way (queued: not connected)
+ *  - `sent`          `{client_id, data, answer}` the server stored it (`answer.duplicate`: it had)
+ *  - `unsent`        `{client_id, data, error}` the server refused it, or the client logged out
+ *  - `failed`        the ChatError that stopped reconnecting (e.g. the name is now taken)
+ *  - `loggedout`     `{elsewhere}`: the session was logged out (elsewhere: by another tab)
+ *  - `sessionavailable` `{username}`: another tab logged in while this client was logged out
  */
 export class ChatClient extends EventTarget {
   constructor(options = {}) {
@@ -135,61 +185,109 @@ export class ChatClient extends EventTarget {
       this.options.url = url.href;
     }
     this.username = null;
+    this.sessionId = null;
+    this.resumed = false;
     this.epoch = null;
     this.since = {}; // log key -> last seq seen
-    this.channels = new Set(); // channels this client has joined (re-joined after a reconnect)
+    this.channels = new Set(); // the session's channels (re-joined when a session had ended)
+    this.conversations = []; // the rows read at the last login
     this.state = "closed";
     this.ws = null;
     this._interactions = new Map();
     this._nextId = 1;
     this._feed = null;
     this._attempt = 0;
+    this._taken = 0;
     this._timer = null;
     this._catchUp = null;
     this._wanted = false; // the user wants to be connected
+    this._ready = false; // logged in on this connection: messages may be sent
+    this._outbox = new Map(); // client_id -> {data, at, inflight, resolve?, reject?}
     this._restore();
+    if (typeof window !== "undefined" && this.options.sharedStorage) {
+      window.addEventListener("storage", (event) => {
+        if (event.key !== this.options.sharedKey && event.key !== null) return;
+        if (event.storageArea && event.storageArea !== this.options.sharedStorage) return;
+        this._sharedChanged(readJSON(this.options.sharedStorage, this.options.sharedKey));
+      });
+    }
   }
 
   // ---- persistence ------------------------------------------------------------------
+  //
+  // Two records. In `sharedStorage` (localStorage: every tab of the browser sees it), under
+  // `sharedKey`: `{username, session_id, epoch, channels}` — a reload, a second tab or a
+  // reconnect logs in with `resume: session_id` and is attached to the same session. In
+  // `storage` (sessionStorage: this tab only), under `storageKey`: `{username, epoch, since,
+  // outbox}` — the feed positions of this tab, and the messages it has not seen stored yet.
 
   _restore() {
-    const { storage, storageKey } = this.options;
-    if (!storage) return;
-    try {
-      const saved = JSON.parse(storage.getItem(storageKey) || "null");
-      if (saved && typeof saved === "object") {
-        this.savedUsername = saved.username || null;
-        this.epoch = saved.epoch || null;
-        this.since = saved.since || {};
-        this.channels = new Set(saved.channels || []);
+    const shared = readJSON(this.options.sharedStorage, this.options.sharedKey);
+    const tab = readJSON(this.options.storage, this.options.storageKey);
+    this.savedUsername = shared?.username || null;
+    if (shared?.username) this.channels = new Set(shared.channels || []);
+    if (tab && (!shared || tab.username === shared.username)) {
+      this.savedUsername = this.savedUsername || tab.username || null;
+      this.epoch = tab.epoch || null;
+      this.since = tab.since && typeof tab.since === "object" ? tab.since : {};
+      for (const entry of tab.outbox || []) {
+        if (entry?.data?.client_id) this._outbox.set(entry.data.client_id, { data: entry.data, at: entry.at });
       }
-    } catch {
-      /* unreadable storage: start afresh */
     }
   }
 
   _save() {
-    const { storage, storageKey } = this.options;
-    if (!storage) return;
-    try {
-      storage.setItem(storageKey, JSON.stringify({
-        username: this.username,
-        epoch: this.epoch,
-        since: this.since,
-        channels: [...this.channels],
-      }));
-    } catch {
-      /* storage full or disabled: recovery then works only within this page's life */
-    }
+    writeJSON(this.options.storage, this.options.storageKey, {
+      username: this.username,
+      epoch: this.epoch,
+      since: this.since,
+      outbox: [...this._outbox.values()].map(({ data, at }) => ({ data, at })),
+    });
   }
 
-  /** Forget the saved session (username, positions, channels). */
-  forget() {
-    this.options.storage?.removeItem(this.options.storageKey);
+  _saveShared() {
+    if (!this.sessionId) return;
+    writeJSON(this.options.sharedStorage, this.options.sharedKey, {
+      username: this.username,
+      session_id: this.sessionId,
+      epoch: this.epoch,
+      channels: [...this.channels],
+    });
+  }
+
+  _shared() {
+    return readJSON(this.options.sharedStorage, this.options.sharedKey);
+  }
+
+  /** Forget the saved session (username, session id, positions, channels, unsent messages);
+   *  `{keepShared: true}` leaves the browser's shared record alone (another tab owns it). */
+  forget({ keepShared = false } = {}) {
+    const shared = this._shared();
+    const ours = shared && (shared.session_id === this.sessionId || shared.username === (this.username || this.savedUsername));
+    if (ours && !keepShared) writeJSON(this.options.sharedStorage, this.options.sharedKey, null);
+    writeJSON(this.options.storage, this.options.storageKey, null);
     this.savedUsername = null;
+    this.sessionId = null;
     this.since = {};
     this.channels = new Set();
     this.epoch = null;
+    const error = new ChatError("closed", "logged out");
+    for (const [clientId, entry] of this._outbox) this._unsent(clientId, entry, error);
+    this._outbox.clear();
+  }
+
+  /** Another tab changed the shared session record. */
+  _sharedChanged(record) {
+    if (this._wanted && this.username) {
+      if (!record || record.username !== this.username) {
+        // Logged out in another tab: this tab logs out too (so the session ends at once).
+        this.logout({ elsewhere: true });
+      }
+      return;
+    }
+    if (record?.username && !this._wanted) {
+      this.dispatchEvent(new CustomEvent("sessionavailable", { detail: { username: record.username } }));
+    }
   }
 
   // ---- connection ---------------------------------------------------------------------
@@ -204,6 +302,7 @@ export class ChatClient extends EventTarget {
       const ws = new WebSocket(this.options.url, PROTOCOL);
       this.ws = ws;
       this._nextId = 1;
+      this._ready = false;
       let opened = false;
       ws.onopen = () => {
         opened = true;
@@ -213,6 +312,7 @@ export class ChatClient extends EventTarget {
       ws.onclose = (event) => {
         if (this.ws !== ws) return;
         this.ws = null;
+        this._ready = false;
         const error = new ChatError("disconnected",
           event.code === 1000 || event.code === 1005
             ? "the connection was closed"
@@ -262,16 +362,20 @@ export class ChatClient extends EventTarget {
 
   /**
    * Connect and log in as `username` (with `{token}` on a server run with token auth; the token
-   * is kept in memory for re-logins, never in storage). Resolves with the login answer; rejects with a
-   * ChatError (`username_taken`, `invalid_data`, `unreachable`). Channels and positions
-   * saved in sessionStorage for the same username are resumed (re-joined, missed items
-   * delivered); a different username starts afresh.
+   * is kept in memory for re-logins, never in storage). Resolves with the login answer; rejects
+   * with a ChatError (`username_taken`, `invalid_data`, `unreachable`, `rate_limited`).
+   *
+   * When this browser holds a live session of `username` (another tab, or this one before a
+   * reload), the login attaches to it (`resumed: true`): no leave or join, the channels are the
+   * session's, and the feed resumes from this tab's positions. A different username starts
+   * afresh.
    */
   async login(username, { token } = {}) {
     if (this.savedUsername && this.savedUsername !== username) this.forget();
     this.token = token ?? null; // for servers run with token auth; kept in memory only
     this._wanted = true;
     this._attempt = 0;
+    this._taken = 0;
     this._setState("connecting");
     try {
       await this._open();
@@ -281,24 +385,46 @@ export class ChatClient extends EventTarget {
       const ws = this.ws;
       this.ws = null;
       ws?.close();
+      if (error.code === "username_taken") {
+        // The saved session is gone and someone else holds the name: forget it.
+        const shared = this._shared();
+        if (shared?.username === username) writeJSON(this.options.sharedStorage, this.options.sharedKey, null);
+        this.sessionId = null;
+      }
       this._setState("closed", { error });
       throw error;
     }
   }
 
-  /** Close the connection for good (no reconnect) and forget the saved session. */
-  logout() {
+  /**
+   * Log out: sends `logout` (the session ends at once when no other connection is attached),
+   * closes for good and forgets the saved session, in every tab of this browser (they log out
+   * too when they see the shared record go). Resolves when done.
+   */
+  async logout({ elsewhere = false } = {}) {
     this._wanted = false;
     clearTimeout(this._timer);
+    this._finishCatchUp(true);
     const ws = this.ws;
-    this.ws = null;
+    if (ws && this._ready) {
+      const answer = this.request("logout");
+      let timer;
+      const timeout = new Promise((resolve) => {
+        timer = setTimeout(resolve, this.options.logoutTimeout);
+      });
+      await Promise.race([answer.catch(() => {}), timeout]);
+      clearTimeout(timer);
+    }
+    if (this.ws === ws) this.ws = null;
+    this._ready = false;
     for (const interaction of [...this._interactions.values()]) {
       interaction._end(new ChatError("closed", "logged out"));
     }
     ws?.close(1000);
-    this.forget();
+    this.forget({ keepShared: elsewhere }); // elsewhere: the shared record is no longer ours
     this.username = null;
     this._setState("closed");
+    this.dispatchEvent(new CustomEvent("loggedout", { detail: { elsewhere } }));
   }
 
   /** Drop the connection as if the network failed (for tests and demos); it reconnects. */
@@ -337,15 +463,18 @@ export class ChatClient extends EventTarget {
     try {
       await this._open();
     } catch (error) {
-      this._schedule(error);
+      if (this._wanted) this._schedule(error);
       return;
     }
     try {
       await this._session(this.username, true);
     } catch (error) {
-      if (error.code === "disconnected") return; // _dropped already scheduled the next try
-      // username_taken: the server may not have noticed the old connection's end yet
-      if (error.code === "username_taken" && this._attempt < 8) {
+      if (error.code === "disconnected" || !this._wanted) return; // _dropped scheduled the next try
+      // username_taken: our session ended (linger passed, or the server restarted) and another
+      // tab of this browser started the new one just now, or someone else took the name.
+      // Retry a few times: each try reads the shared record again, which another tab updates.
+      if (error.code === "username_taken" && this._taken < this.options.takenRetries) {
+        this._taken += 1;
         const ws = this.ws;
         this.ws = null;
         ws?.close();
@@ -357,48 +486,89 @@ export class ChatClient extends EventTarget {
       this.ws = null;
       ws?.close();
       this._setState("closed", { error });
+      const unsent = new ChatError(error.code, `not sent: ${error.message}`);
+      for (const [clientId, entry] of this._outbox) this._unsent(clientId, entry, unsent);
+      this._outbox.clear();
+      this._save();
       this.dispatchEvent(new CustomEvent("failed", { detail: error }));
     }
   }
 
   async _session(username, reconnecting) {
-    const answer = await this.request("login", this.token ? { username, token: this.token } : { username });
+    const shared = this._shared();
+    // The freshest session id: another tab may have started a new session since ours ended.
+    const resume = (shared?.username === username && shared.session_id) || this.sessionId;
+    const data = { username };
+    if (this.token) data.token = this.token;
+    if (resume) data.resume = resume;
+    const answer = await this.request("login", data);
+    this._taken = 0;
     this.username = answer.username;
+    this.sessionId = answer.session_id;
+    this.resumed = !!answer.resumed;
     const epochChanged = this.epoch !== null && this.epoch !== answer.epoch;
     if (epochChanged) this.since = {};
     this.epoch = answer.epoch;
     const before = { ...this.since };
-    const resuming = reconnecting || Object.keys(before).length > 0 || this.channels.size > 0;
-    // The catch-up targets: the last seq of every log at this moment.
-    // The inbox feed starts at its opening unless `since["@"]` says otherwise, so a client
-    // that never received a private message must still learn its inbox position, or a
-    // message sent to it while it is disconnected would never be delivered.
-    const targets = {};
-    try {
-      const last = await this.collect("history", { limit: 1 });
-      const lastSeq = last.length ? last[last.length - 1].seq : 0;
-      if (before["@"] === undefined) this.since["@"] = lastSeq;
-      else if (resuming) targets["@"] = lastSeq;
-    } catch {
-      /* history unavailable: the inbox is still delivered live, just not counted */
+
+    // What the session is a member of, where every log stands, and the read positions.
+    const rows = await this.collect("conversations");
+    this.conversations = rows;
+    const wanted = [...this.channels];
+    if (this.resumed) {
+      // Attached: the memberships are the session's. Another tab may have joined or left.
+      this.channels = new Set(rows.filter((r) => r.channel !== null).map((r) => r.channel));
     }
-    this._catchUp = resuming ? { before, targets, missed: 0, gaps: [], epochChanged } : null;
+    const targets = {}; // the catch-up marks: the last seq of each log at this moment
+    for (const row of rows) {
+      const key = row.channel === null ? "@" : row.channel;
+      // A log this tab has no position in starts now (a new tab: history shows the past).
+      // The inbox too: the feed would start "at its opening" otherwise, and a private message
+      // sent while this client reconnects would never be delivered.
+      if (this.since[key] === undefined) this.since[key] = row.last_seq;
+      else if (this.since[key] < row.last_seq) targets[key] = row.last_seq;
+      else if (this.since[key] > row.last_seq) this.since[key] = row.last_seq; // a store rewound
+    }
+    for (const key of Object.keys(this.since)) {
+      if (key !== "@" && !this.channels.has(key)) delete this.since[key]; // left meanwhile
+    }
+    this._catchUp = { before, targets, missed: 0, gaps: [], epochChanged, reconnect: reconnecting, resumed: this.resumed };
+    this.dispatchEvent(new CustomEvent("conversations", { detail: { rows, resumed: this.resumed, reconnect: reconnecting } }));
     this._openFeed();
     this._attempt = 0;
     this._save();
+    this._saveShared();
     this._setState("online");
-    const channels = [...this.channels];
-    const joined = await Promise.allSettled(channels.map((channel) => this.request("channel.join", { channel })));
+
+    // A session that had ended (or a new one): join the channels again. Requests take effect
+    // in order, so the messages re-sent below are accepted after these joins.
+    const joins = this.resumed ? [] : wanted.map((channel) => ({ channel, answer: this.request("channel.join", { channel }) }));
+    this._ready = true;
+    for (const [clientId, entry] of this._outbox) {
+      if (!entry.inflight) this._transmit(clientId, entry);
+    }
+    const joined = await Promise.allSettled(joins.map((j) => j.answer));
     joined.forEach((result, i) => {
-      if (result.status === "fulfilled" && this._catchUp) this._catchUp.targets[channels[i]] = result.value.seq;
+      const { channel } = joins[i];
+      if (result.status === "fulfilled") {
+        if (this._catchUp) this._catchUp.targets[channel] = result.value.seq;
+      } else if (result.reason?.code !== "disconnected") {
+        this.channels.delete(channel); // e.g. the channel limit: not a member any more
+        delete this.since[channel];
+      }
     });
-    this.dispatchEvent(new CustomEvent("session", { detail: answer }));
+    if (joins.length) {
+      this._save();
+      this._saveShared();
+    }
+    const detail = { ...answer, conversations: rows };
+    this.dispatchEvent(new CustomEvent("session", { detail }));
     if (this._catchUp) {
-      this._catchUp.channels = channels;
+      this._catchUp.channels = [...this.channels];
       this._catchUp.timer = setTimeout(() => this._finishCatchUp(), this.options.catchUpTimeout);
       this._checkCatchUp();
     }
-    return answer;
+    return detail;
   }
 
   _openFeed() {
@@ -411,11 +581,7 @@ export class ChatClient extends EventTarget {
     const key = item.channel === null || item.channel === undefined ? "@" : item.channel;
     const last = item.kind === "gap" ? item.last : item.seq;
     if (item.kind !== "gap" && this.since[key] !== undefined && item.seq <= this.since[key]) return; // seen
-    if (item.kind === "leave" && item.from === this.username && !this.channels.has(key)) {
-      delete this.since[key];
-    } else {
-      this.since[key] = last;
-    }
+    this.since[key] = last;
     const catchUp = this._catchUp;
     let recovered = false;
     if (catchUp && catchUp.targets[key] !== undefined && last <= catchUp.targets[key]) {
@@ -424,6 +590,18 @@ export class ChatClient extends EventTarget {
       if (item.kind === "gap") catchUp.gaps.push(item);
     } else if (catchUp && item.kind === "gap") {
       catchUp.gaps.push(item);
+    }
+    // The session's own joins and leaves after this login are news: another connection of the
+    // session (a tab, a device) joined or left. Earlier ones (recovered) are history.
+    if (!recovered && key !== "@" && item.from === this.username) {
+      if (item.kind === "join" && !this.channels.has(key)) {
+        this.channels.add(key);
+        this._saveShared();
+      } else if (item.kind === "leave") {
+        this.channels.delete(key);
+        delete this.since[key];
+        this._saveShared();
+      }
     }
     this._save();
     this.dispatchEvent(new CustomEvent("item", { detail: { ...item, recovered } }));
@@ -439,14 +617,74 @@ export class ChatClient extends EventTarget {
     this._finishCatchUp();
   }
 
-  _finishCatchUp() {
+  _finishCatchUp(silently = false) {
     const catchUp = this._catchUp;
     if (!catchUp) return;
     this._catchUp = null;
     clearTimeout(catchUp.timer);
+    if (silently) return;
+    const { missed, gaps, epochChanged, channels, resumed, reconnect } = catchUp;
+    const hadPositions = Object.keys(catchUp.before).length > 0 || epochChanged;
+    if (!reconnect && !hadPositions) return; // a first login: nothing was missed
     this.dispatchEvent(new CustomEvent("reconnected", {
-      detail: { missed: catchUp.missed, gaps: catchUp.gaps, epochChanged: catchUp.epochChanged, channels: catchUp.channels },
+      detail: { missed, gaps, epochChanged, channels, resumed, reconnect },
     }));
+  }
+
+  // ---- sending, exactly once ------------------------------------------------------------
+
+  /** A new `client_id`: 128 random bits, in the characters the protocol allows. */
+  newClientId() {
+    return `c${randomHex(16)}`;
+  }
+
+  /**
+   * Send `{channel, content}` or `{user, content}` (optionally with your own `client_id`).
+   * Resolves with `{channel, seq, ts, duplicate}` once stored — also when that takes a reconnect:
+   * a message whose answer was lost is sent again with the same `client_id`, and the server
+   * stores it once. Rejects with a ChatError when the server refuses it. Events `sending`,
+   * `sent` and `unsent` report the same, also for messages restored after a reload.
+   */
+  send(target) {
+    const data = { ...target };
+    if (!data.client_id) data.client_id = this.newClientId();
+    const clientId = data.client_id;
+    return new Promise((resolve, reject) => {
+      const entry = { data, at: Date.now(), inflight: false, resolve, reject };
+      this._outbox.set(clientId, entry);
+      this._save();
+      this.dispatchEvent(new CustomEvent("sending", { detail: { client_id: clientId, data, queued: !this._ready } }));
+      if (this._ready) this._transmit(clientId, entry);
+    });
+  }
+
+  /** The messages not yet known to be stored (`data` of each), oldest first. */
+  pending() {
+    return [...this._outbox.values()].map((entry) => entry.data);
+  }
+
+  _transmit(clientId, entry) {
+    entry.inflight = true;
+    this.request("message", entry.data).then((answer) => {
+      entry.inflight = false;
+      if (this._outbox.get(clientId) !== entry) return;
+      this._outbox.delete(clientId);
+      this._save();
+      entry.resolve?.(answer);
+      this.dispatchEvent(new CustomEvent("sent", { detail: { client_id: clientId, data: entry.data, answer } }));
+    }, (error) => {
+      entry.inflight = false;
+      if (this._outbox.get(clientId) !== entry) return;
+      if (error.code === "disconnected") return; // stays in the outbox: sent again after the reconnect
+      this._outbox.delete(clientId);
+      this._save();
+      this._unsent(clientId, entry, error);
+    });
+  }
+
+  _unsent(clientId, entry, error) {
+    entry.reject?.(error);
+    this.dispatchEvent(new CustomEvent("unsent", { detail: { client_id: clientId, data: entry.data, error } }));
   }
 
   // ---- the four interaction types -----------------------------------------------------
@@ -518,11 +756,12 @@ export class ChatClient extends EventTarget {
 
   // ---- conveniences -------------------------------------------------------------------
 
-  /** Join (and create) a channel; it is re-joined after every reconnect. */
+  /** Join (and create) a channel; a session that ended re-joins it at the next login. */
   async join(channel) {
     const answer = await this.request("channel.join", { channel });
     this.channels.add(channel);
     this._save();
+    this._saveShared();
     return answer;
   }
 
@@ -530,11 +769,18 @@ export class ChatClient extends EventTarget {
     this.channels.delete(channel);
     delete this.since[channel];
     this._save();
+    this._saveShared();
     return this.request("channel.leave", { channel });
   }
 
-  /** Send `{channel, content}` or `{user, content}`; resolves with `{channel, seq, ts}`. */
-  send(target) {
-    return this.request("message", target);
+  /** Move the read position of a channel (`null`: the inbox) to `seq`; it never moves back. */
+  read(channel, seq) {
+    return this.request("read", { channel, seq });
+  }
+
+  /** `history`: `{channel}`, `{user}` (one private conversation) or `{}` (the inbox), with
+   *  `before`, `after`, `limit`. */
+  history(query = {}) {
+    return this.collect("history", query);
   }
 }
