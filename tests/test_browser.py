@@ -780,9 +780,7 @@ def test_send_cut_before_its_answer_is_shown_and_stored_once(
         assert opened.errors == [], f"console errors: {opened.errors}"
 
 
-@pytest.mark.skipif(
-    not os.environ.get("UPDATE_DOCS_SCREENSHOT"), reason="set UPDATE_DOCS_SCREENSHOT=1 to retake it"
-)
+@pytest.mark.docs_screenshot  # collected only with UPDATE_DOCS_SCREENSHOT=1 (tests/conftest.py)
 def test_docs_screenshot(pages: Pages, server: tuple[Proxy, int]) -> None:
     """docs/screenshot.png: a few conversations, unread badges, a member who is away."""
     port = server[1]
