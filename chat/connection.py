@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chat.logs import LogThrottle
 from chat.producers.outbound import FlushScheduler, Outbound
 from chat.protocol import interactions as ev
 from chat.protocol.closes import LOGIN_TIMEOUT, Disconnect
@@ -36,6 +37,7 @@ from chat.service.session import Login, LoginEvent, LoginState, Session
 from chat.settings import Settings
 
 LOGIN_HINT = 'log in first: send a "login" request with {"username": ...}'
+FAILURE_BURST, FAILURE_RATE = 20, 1.0  # tracebacks of failed handlers: at once, per second
 
 
 class Node:
@@ -53,6 +55,8 @@ class Node:
         self.errors: Counter[str] = Counter()  # error frames sent, by code
         self.closes: Counter[int] = Counter()  # connections closed, by WebSocket close code
         self.when_empty: list[Deferred[None]] = []
+        # Handler failures are bugs, but a client can repeat the request that causes one.
+        self.throttle = LogThrottle(clock, FAILURE_BURST, FAILURE_RATE, log=ChatConnection.log)
         self.pongs_excused = 0  # ping timeouts forgiven because a client was merely slow
 
     def count_error(self, code: ErrorCode) -> None:
@@ -286,7 +290,8 @@ class ChatConnection:
             self._fail(interaction, exc.code, exc.message)
             return
         except Exception:
-            self.log.failure("route {route} failed", route=interaction.route)
+            if self.node.throttle.allow("ws.route_failed"):
+                self.log.failure("route {route} failed", route=interaction.route)
             self._fail(interaction, ErrorCode.INTERNAL, "the server failed to handle this")
             return
         if isinstance(result, Deferred):
@@ -306,7 +311,8 @@ class ChatConnection:
         except ProtocolError:
             pass
         except Exception:
-            self.log.failure("fire {route} failed", route=route_name)
+            if self.node.throttle.allow("ws.fire_failed"):
+                self.log.failure("fire {route} failed", route=route_name)
 
     def _respond(self, interaction: Interaction, answer: Any) -> None:
         frame = self.interactions.respond(interaction, answer)
@@ -324,7 +330,8 @@ class ChatConnection:
             assert isinstance(exc, ProtocolError)
             self._fail(interaction, exc.code, exc.message)
         else:
-            self.log.failure("route {route} failed", failure, route=interaction.route)
+            if self.node.throttle.allow("ws.route_failed"):
+                self.log.failure("route {route} failed", failure, route=interaction.route)
             self._fail(interaction, ErrorCode.INTERNAL, "the server failed to handle this")
 
     # Closing

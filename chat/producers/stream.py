@@ -25,7 +25,10 @@ class StreamHost(Protocol):
     """What a stream needs from its connection: the :class:`chat.producers.outbound.Outbound`."""
 
     frames: dict[tuple[str, int, int, bytes], bytes]  # framed item runs, shared per flush
-    pages: PageSlots  # the connection's slots for pages read from disk
+
+    @property
+    def pages(self) -> PageSlots:
+        """The connection's slots for pages read from disk."""
 
     def ready(self, stream: StreamProducer) -> None: ...
 
