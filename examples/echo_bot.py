@@ -32,6 +32,7 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
         print(f"answered {item['from']} ({answered}/{options.count})", flush=True)
         if answered >= options.count:
             break
+    await client.logout()  # the name is free at once: the bot can be started again right away
     await client.close()
 
 

@@ -38,6 +38,7 @@ async def main(reactor: Any, url: str) -> None:
 
     stats.cancel()  # the server sends nothing more on it
     print("cancelled; ended:", stats.ended)
+    await client.logout()
     await client.close()
 
 

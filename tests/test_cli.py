@@ -1,6 +1,9 @@
 """``chat-client`` and the examples, run as users run them: subprocesses against ``twistd``.
 
 Every wait reads the subprocess's output until an expected text appears, with a timeout.
+The module's server keeps protocol 1.1's default of sessions that linger 120 s after their
+last connection; tests of the 1.0 behaviour (a session ends with its connection) use a server
+started with ``--session-linger 0``. Session files go to a temporary ``$XDG_STATE_HOME``.
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ import contextlib
 import json
 import os
 import pty
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +31,12 @@ from tests.helpers import free_port, twistd_server
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 WAIT = 15.0  # seconds any single expected output may take
+INSTALLED = Path(sys.executable).parent / "chat-client"  # the console script of the project
+STATE = tempfile.mkdtemp(prefix="chat-client-state-")  # $XDG_STATE_HOME: the session files
+
+
+def teardown_module() -> None:
+    shutil.rmtree(STATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +45,27 @@ def url() -> Iterator[str]:
         yield f"ws://127.0.0.1:{port}/ws"
 
 
-def client_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "CHAT_USER"}
+@pytest.fixture(scope="module")
+def url_1_0() -> Iterator[str]:
+    """A server with the protocol 1.0 behaviour: a session ends when its connection does."""
+    with twistd_server("--store", "memory", "--session-linger", "0") as (_, port):
+        yield f"ws://127.0.0.1:{port}/ws"
+
+
+def client_env(state: str = STATE) -> dict[str, str]:
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("CHAT_USER", "CHAT_TOKEN")
+    }
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_STATE_HOME"] = state
     return env
+
+
+def client_command(*args: str) -> list[str]:
+    """The installed ``chat-client`` (``python -m chat.client`` where it is not installed)."""
+    if INSTALLED.exists():
+        return [str(INSTALLED), *args]
+    return [sys.executable, "-m", "chat.client", *args]
 
 
 class Output:
@@ -83,6 +112,30 @@ class Output:
                     )
                 self.changed.wait(remaining)
 
+    def expect_all(self, *wanted: str, timeout: float = WAIT) -> None:
+        """Wait until every one of ``wanted`` appeared after the last match, in any order."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                ends = [self.text.find(w, self.position) for w in wanted]
+                if all(end >= 0 for end in ends):
+                    self.position = max(e + len(w) for e, w in zip(ends, wanted, strict=True))
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.eof:
+                    missing = [w for w, end in zip(wanted, ends, strict=True) if end < 0]
+                    raise AssertionError(f"{missing!r} did not appear; output so far:\n{self.text}")
+                self.changed.wait(remaining)
+
+    def mark(self) -> int:
+        """The current length of the output, to look at what came after it later."""
+        with self.changed:
+            return len(self.text)
+
+    def since(self, mark: int) -> str:
+        with self.changed:
+            return self.text[mark:]
+
     def wait_eof(self, timeout: float = WAIT) -> str:
         with self.changed:
             if not self.changed.wait_for(lambda: self.eof, timeout):
@@ -93,12 +146,12 @@ class Output:
 class Client:
     """``python -m chat.client ARGS`` with stdin, and stdout+stderr, on pipes or on a pty."""
 
-    def __init__(self, *args: str, use_pty: bool = False) -> None:
-        command = [sys.executable, "-m", "chat.client", *args]
+    def __init__(self, *args: str, use_pty: bool = False, state: str = STATE) -> None:
+        command = client_command(*args)
         if use_pty:
             master, slave = pty.openpty()
             self.proc = subprocess.Popen(
-                command, stdin=slave, stdout=slave, stderr=slave, env=client_env()
+                command, stdin=slave, stdout=slave, stderr=slave, env=client_env(state)
             )
             os.close(slave)
             self.input_fd = master
@@ -109,7 +162,7 @@ class Client:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=client_env(),
+                env=client_env(state),
             )
             assert self.proc.stdin is not None and self.proc.stdout is not None
             self.input_fd = self.proc.stdin.fileno()
@@ -145,21 +198,23 @@ def clients() -> Iterator[list[Client]]:
         client.stop()
 
 
-def interactive(clients: list[Client], url: str, *args: str, use_pty: bool = False) -> Client:
-    client = Client(url, *args, use_pty=use_pty)
+def interactive(
+    clients: list[Client], url: str, *args: str, use_pty: bool = False, state: str = STATE
+) -> Client:
+    client = Client(url, *args, use_pty=use_pty, state=state)
     clients.append(client)
     client.expect("connected as ")
     return client
 
 
-def run_cli(*args: str, stdin: str | None = None, timeout: float = WAIT) -> Any:
+def run_cli(*args: str, stdin: str | None = None, timeout: float = WAIT, state: str = STATE) -> Any:
     return subprocess.run(
-        [sys.executable, "-m", "chat.client", *args],
+        client_command(*args),
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=client_env(),
+        env=client_env(state),
     )
 
 
@@ -179,7 +234,10 @@ def test_two_clients_converse_and_commands_work(url: str, clients: list[Client])
 
     bob.write("/msg alice psst\n")
     alice.expect("[private] bob -> alice: psst")
-    bob.expect("[private] bob -> alice: psst")  # the sender's own copy, printed locally
+    bob.expect("[private] bob -> alice: psst")  # the sender's own copy, from its inbox
+    alice.write("/history @bob\n")
+    alice.expect("* history of your messages with bob: 1 item")
+    alice.expect("[private] bob -> alice: psst")
 
     alice.write("/users\n")
     alice.expect("* #general: alice, bob")
@@ -240,7 +298,12 @@ def test_a_message_arrives_while_the_other_side_is_typing(url: str, clients: lis
     assert dave.wait() == 0
 
 
-def test_reconnects_and_recovers_missed_messages(url: str, clients: list[Client]) -> None:
+def test_reconnects_and_recovers_missed_messages_when_sessions_end_with_connections(
+    url_1_0: str, clients: list[Client]
+) -> None:
+    # Protocol 1.0 behaviour (--session-linger 0): the drop ends frank's session, so he is
+    # seen leaving, logs in anew, joins again and gets what he missed from his positions.
+    url = url_1_0
     port = int(url.split(":")[2].split("/")[0])
     with Proxy(port) as proxy:
         erin = interactive(clients, url, "--user", "erin", "-c", "reco")
@@ -415,10 +478,15 @@ def test_unreachable_server_exits_2() -> None:
     assert_one_line_error(run_cli(nowhere, "stats"), 2, "server unreachable")
 
 
-def test_taken_username_exits_3(url: str, clients: list[Client]) -> None:
+def test_taken_username_exits_3(url: str, clients: list[Client], tmp_path: Path) -> None:
     interactive(clients, url, "--user", "holder")
-    assert_one_line_error(run_cli(url, "--user", "holder"), 3, "username_taken")
-    assert_one_line_error(run_cli(url, "send", "-u", "holder", "--to", "x", "hi"), 3, "taken")
+    # Someone else, elsewhere: not the holder's session file, so nothing to resume.
+    elsewhere = str(tmp_path)
+    assert_one_line_error(run_cli(url, "--user", "holder", state=elsewhere), 3, "username_taken")
+    taken = run_cli(url, "send", "-u", "holder", "--to", "x", "hi", state=elsewhere)
+    assert_one_line_error(taken, 3, "taken")
+    # The same user on the same machine (its session file) attaches to the live session.
+    assert run_cli(url, "send", "-u", "holder", "--to", "holder", "me too").returncode == 0
 
 
 def test_unknown_user_exits_4(url: str) -> None:
@@ -485,3 +553,302 @@ def test_echo_bot_answers_and_exits_after_count(url: str, clients: list[Client])
             bot.wait(10)
         if bot.stdout is not None:
             bot.stdout.close()
+
+
+# Protocol 1.1: sessions that outlive connections, exactly-once sending, read positions
+
+
+def test_a_dropped_connection_resumes_the_session_without_leave_or_join(
+    url: str, clients: list[Client]
+) -> None:
+    port = int(url.split(":")[2].split("/")[0])
+    with Proxy(port) as proxy:
+        erin = interactive(clients, url, "--user", "erin2", "-c", "reco2")
+        frank = interactive(
+            clients, f"ws://127.0.0.1:{proxy.port}/ws", "--user", "frank2", "-c", "reco2"
+        )
+        erin.expect("[#reco2] * frank2 joined")
+        erin.write("before\n")
+        frank.expect("[#reco2] erin2: before")
+        cut = erin.output.mark()
+
+        proxy.cut()
+        frank.expect("! connection lost")
+        erin.write("missed one\n")
+        erin.write("missed two\n")
+        erin.expect("[#reco2] erin2: missed two")
+        frank.write("from the tunnel\n")  # typed while disconnected: queued
+        frank.expect("* not connected: queued")
+        proxy.reopen()
+
+        frank.expect("[#reco2] erin2: missed one")
+        frank.expect("[#reco2] erin2: missed two")
+        frank.expect("reconnected — 2 missed messages recovered")
+        erin.expect("[#reco2] frank2: from the tunnel")
+        erin.write("after\n")
+        frank.expect("[#reco2] erin2: after")
+        seen_by_erin = erin.output.since(cut)
+        assert "frank2 left" not in seen_by_erin and "frank2 joined" not in seen_by_erin
+        assert seen_by_erin.count("frank2: from the tunnel") == 1
+        assert "frank2 joined" not in frank.output.since(0).split("reconnected")[1]
+        frank.write("/quit\n")
+        assert frank.wait() == 0
+        erin.expect("[#reco2] * frank2 left")  # quitting logs out: the session ends now
+        erin.write("/quit\n")
+        assert erin.wait() == 0
+
+
+def test_send_twice_in_a_row_with_the_same_user(url: str) -> None:
+    # Without a session file to resume: the first run must have logged out.
+    for text in ("first run", "second run"):
+        sent = run_cli(url, "send", "-u", "cron", "-c", "jobs", "--no-session-file", text)
+        assert (sent.returncode, sent.stderr) == (0, "")
+    tail = run_cli(
+        url, "tail", "-u", "auditor", "-c", "jobs", "--since", "0", "--json", "--count", "4"
+    )
+    assert tail.returncode == 0, tail.stderr
+    items = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert [(i["kind"], i["from"], i.get("content")) for i in items] == [
+        ("join", "cron", None),
+        ("message", "cron", "first run"),
+        ("leave", "cron", None),  # the logout ended the session at once
+        ("join", "cron", None),
+    ]
+
+
+def test_an_interrupted_tail_logs_out_and_frees_its_name(url: str) -> None:
+    tail = Client(url, "tail", "-u", "watcher", "-c", "watch", "--no-session-file")
+    try:
+        tail.expect("[#watch] * watcher joined")
+        tail.proc.send_signal(signal.SIGTERM)
+        assert tail.wait() == 130
+        assert "Traceback" not in tail.output.wait_eof()
+    finally:
+        tail.stop()
+    again = run_cli(url, "send", "-u", "watcher", "-c", "watch", "--no-session-file", "back")
+    assert (again.returncode, again.stderr) == (0, "")
+
+
+def test_a_killed_interactive_client_resumes_its_session(url: str, clients: list[Client]) -> None:
+    kim = interactive(clients, url, "--user", "kim", "-c", "den")
+    lee = interactive(clients, url, "--user", "lee", "-c", "den")
+    kim.expect("[#den] * lee joined")
+    kim.proc.kill()  # no logout: the session lingers, its id is in kim's session file
+    kim.wait()
+    killed = lee.output.mark()
+
+    deadline = time.monotonic() + WAIT
+    while True:  # the server sees the dropped connection a moment later
+        lee.write("/users\n")
+        lee.expect("* #den: ")
+        if "kim (away)" in lee.expect("\n"):
+            break
+        assert time.monotonic() < deadline, lee.output.text
+    lee.write("while you were away\n")
+    lee.expect("[#den] lee: while you were away")
+
+    again = Client(url, "--user", "kim")  # no --channel: the session still has #den
+    clients.append(again)
+    again.expect("* resumed your session in #den")
+    again.output.expect_all(
+        "connected as kim (session resumed), talking in #den",
+        "[#den] lee: while you were away",
+        "resumed — 1 missed message recovered",
+    )
+    lee.write("welcome back\n")
+    again.expect("[#den] lee: welcome back")
+    after = lee.output.since(killed)
+    assert "kim left" not in after and "kim joined" not in after
+    again.write("/quit\n")
+    assert again.wait() == 0
+    lee.expect("[#den] * kim left")
+
+
+def test_unread_private_messages_are_shown_at_start_then_marked_read(
+    url: str, clients: list[Client]
+) -> None:
+    noted = run_cli(url, "send", "-u", "ola", "--to", "ola", "a note to myself")
+    assert noted.returncode == 0, noted.stderr
+    for text in ("are you there?", "call me"):
+        sent = run_cli(url, "send", "-u", "nia", "--to", "ola", text)
+        assert sent.returncode == 0, sent.stderr
+
+    ola = Client(url, "--user", "ola")
+    clients.append(ola)
+    ola.expect("* 2 unread private messages:")
+    ola.expect("[private] nia -> ola: are you there?")
+    ola.expect("[private] nia -> ola: call me")
+    ola.expect("connected as ola")
+    assert "note to myself" not in ola.output.text  # one's own messages are never unread
+    ola.write("/unread\n")
+    ola.expect("* inbox: 0 unread")
+    ola.close_input()
+    assert ola.wait() == 0
+
+    later = interactive(clients, url, "--user", "ola")
+    later.write("/quit\n")
+    assert later.wait() == 0
+    assert "unread" not in later.output.text  # shown once, so read
+
+
+def start_on(port: int, workdir: str) -> Any:
+    """``twistd`` on SQLite in ``workdir``, also listening on the fixed ``port``."""
+    return twistd_server(
+        "--store",
+        "sqlite:chat.db",
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        cwd=workdir,
+    )
+
+
+def test_lines_typed_while_the_server_is_down_are_sent_exactly_once(
+    clients: list[Client], tmp_path: Path
+) -> None:
+    port = free_port()
+    address = f"ws://127.0.0.1:{port}/ws"
+    with start_on(port, str(tmp_path)) as (server, _):
+        mia = interactive(clients, address, "--user", "mia", "-c", "ops")
+        mia.write("before the crash\n")
+        mia.expect("[#ops] mia: before the crash")
+        os.killpg(server.pid, signal.SIGKILL)  # no goodbye, no session kept
+        server.wait(10)
+        mia.expect("! connection lost")
+        mia.write("typed while down 1\n")
+        mia.expect("* not connected: queued")
+        mia.write("typed while down 2\n")
+        mia.expect("* not connected: queued")
+
+    with start_on(port, str(tmp_path)):  # the same file, the same port
+        mia.expect("reconnected — ")
+        mia.output.expect_all("[#ops] mia: typed while down 1", "[#ops] mia: typed while down 2")
+        mia.write("after\n")
+        mia.expect("[#ops] mia: after")
+        tail = run_cli(
+            address,
+            *("tail", "-u", "audit", "-c", "ops", "--since", "0"),
+            *("--json", "--messages-only", "--count", "4"),
+        )
+        assert tail.returncode == 0, tail.stderr
+        stored = [json.loads(line)["content"] for line in tail.stdout.splitlines()]
+        assert stored == ["before the crash", "typed while down 1", "typed while down 2", "after"]
+        assert mia.output.text.count("mia: typed while down 1") == 1
+        mia.write("/quit\n")
+        assert mia.wait() == 0
+
+
+# What an operator sees (issue 16)
+
+
+def test_help_shows_the_commands_and_the_defaults() -> None:
+    result = subprocess.run(client_command("--help"), capture_output=True, text=True, timeout=WAIT)
+    assert result.returncode == 0 and result.stderr == ""
+    usage = result.stdout.split("\n\n")[0]
+    assert usage.startswith("usage: chat-client") and "{send,tail,stats}" in usage
+    words = " ".join(result.stdout.split())  # as read, whatever the wrapping
+    assert (
+        "--timeout SECONDS seconds to wait for the connection and the WebSocket handshake "
+        "(default: 10)" in words
+    )
+    assert "--period, default 2 s" in words  # the stats command, in the list of commands
+    stats = subprocess.run(
+        client_command("stats", "--help"), capture_output=True, text=True, timeout=WAIT
+    )
+    assert stats.returncode == 0
+    words = " ".join(stats.stdout.split())
+    assert "--period SECONDS seconds between updates, 0.1-3600 (default: the server's, 2)" in words
+    assert "(default: 10)" in words
+
+
+def test_timeout_bounds_the_wait_for_a_listener_that_never_answers() -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never answers
+    try:
+        address = f"ws://127.0.0.1:{silent.getsockname()[1]}/ws"
+        started = time.monotonic()
+        subprocess.run(client_command("--help"), capture_output=True, timeout=WAIT)
+        startup = time.monotonic() - started  # what starting the program costs on this machine
+        started = time.monotonic()
+        result = run_cli(address, "send", "-u", "x", "-c", "a", "hi", "--timeout", "2")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert_one_line_error(result, 2, "server unreachable")
+    assert "within 2 s" in result.stderr
+    assert 2.0 <= elapsed < startup + 2.0 + 1.0, (elapsed, startup)
+
+
+def readme_example(url: str) -> str:
+    """The code of README.md's "A Python client", on our server and with a name of its own."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## A Python client", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'connect("ws://127.0.0.1:8080/ws")' in code and 'login("alice")' in code
+    return code.replace("ws://127.0.0.1:8080/ws", url).replace('"alice"', '"readme-alice"')
+
+
+def test_the_readme_example_stops_quietly_on_sigterm(url: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(readme_example(url))
+    for _ in range(2):  # the second run finds the name free: the first logged out
+        example = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=client_env(),
+        )
+        try:
+            assert example.stdout is not None and example.stderr is not None
+            output = Output(example.stdout.fileno())
+            output.expect("'kind': 'message'")  # it is in its feed loop
+            example.send_signal(signal.SIGTERM)
+            assert example.wait(WAIT) == 0
+            errors = example.stderr.read().decode()
+        finally:
+            if example.poll() is None:
+                example.kill()
+                example.wait(10)
+            for stream in (example.stdout, example.stderr):
+                if stream is not None:
+                    stream.close()
+        assert errors == "", errors
+    assert "Traceback" not in output.text
+
+
+def test_channels_says_1_user(url: str, clients: list[Client]) -> None:
+    solo = interactive(clients, url, "--user", "solo", "-c", "solitude")
+    solo.write("/channels\n")
+    solo.expect("* #solitude (1 user)")
+    solo.write("/quit\n")
+    assert solo.wait() == 0
+
+
+def test_the_python_blocks_of_docs_client_md_run_as_written(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "client.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    blocks = [block.split("```", 1)[0] for block in blocks]
+    assert len(blocks) == 4
+    with twistd_server("--store", "memory") as (_, port):
+        address = f"ws://127.0.0.1:{port}/ws"
+
+        def run_block(index: int) -> str:
+            script = tmp_path / f"block{index}.py"
+            script.write_text(blocks[index].replace("ws://127.0.0.1:8080/ws", address))
+            result = subprocess.run(
+                [sys.executable, str(script)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=client_env(),
+            )
+            assert (result.returncode, result.stderr) == (0, ""), (index, result)
+            return result.stdout
+
+        first = run_block(0)
+        assert "'duplicate': False" in first and "'kind': 'message'" in first
+        assert "new" in run_block(1)
+        run_block(2)  # dora's first login: now messages to her are accepted
+        sent = run_cli(address, "send", "-u", "nia", "--to", "dora", "where are you?")
+        assert sent.returncode == 0, sent.stderr
+        assert run_block(2) == "nia: where are you?\n"
+        assert run_block(2) == ""  # read now
+        assert "connected, resumed: False" in run_block(3)

@@ -2,6 +2,7 @@
 
 ::
 
+    from twisted.internet.defer import ensureDeferred
     from twisted.internet.task import react
     from chat.client import connect
 
@@ -19,8 +20,32 @@
 Every request method returns a Deferred (awaitable in ``async def`` code) that fails with
 :class:`ChatError` carrying the server's error code. Streams are :class:`Stream` objects that
 can be iterated with ``async for``, paused (credit stops being granted), resumed and cancelled.
+:class:`ReconnectingClient` keeps one session across dropped connections (resume, catch up,
+send again what was not acknowledged). The guide: docs/client.md.
 """
 
-from chat.client.api import ChatClient, ChatError, ConnectionLost, StatisticsHandle, Stream, connect
+from chat.client.api import (
+    ChatClient,
+    ChatError,
+    ConnectionLost,
+    SendInterrupted,
+    StatisticsHandle,
+    Stream,
+    connect,
+    new_client_id,
+)
+from chat.client.reconnecting import Connected, Observer, ReconnectingClient
 
-__all__ = ["ChatClient", "ChatError", "ConnectionLost", "StatisticsHandle", "Stream", "connect"]
+__all__ = [
+    "ChatClient",
+    "ChatError",
+    "Connected",
+    "ConnectionLost",
+    "Observer",
+    "ReconnectingClient",
+    "SendInterrupted",
+    "StatisticsHandle",
+    "Stream",
+    "connect",
+    "new_client_id",
+]

@@ -176,12 +176,16 @@ def quiet_logging(debug: bool) -> None:
 def run(main: Callable[[Any], Coroutine[Any, Any, int | None]]) -> int:
     """Run ``main(reactor)`` in the reactor; the exit code it returns, or one for its error.
 
-    Errors print one line on stderr, never a traceback. SIGINT and SIGTERM end with 130.
+    Errors print one line on stderr, never a traceback. SIGINT and SIGTERM end with 130,
+    after the reactor's shutdown has let each open connection log out (a couple of seconds
+    at most: see :mod:`chat.client.api`), so the name is free at once; a second signal
+    does not wait for that.
     """
     from twisted.internet import reactor
 
     core: IReactorCore = reactor
     outcome: list[int] = []
+    signals: list[int] = []
 
     def finish(code: int) -> None:
         if not outcome:
@@ -190,6 +194,9 @@ def run(main: Callable[[Any], Coroutine[Any, Any, int | None]]) -> int:
             core.stop()
 
     def interrupted(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        if len(signals) > 1:
+            os._exit(INTERRUPTED)
         reactor.callFromThread(finish, INTERRUPTED)  # type: ignore[attr-defined]
 
     def start() -> None:

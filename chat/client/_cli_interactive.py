@@ -4,12 +4,17 @@ Standard input is read by Twisted's :class:`~twisted.internet.stdio.StandardIO`,
 reactor keeps receiving (and printing) messages while the user is in the middle of a line.
 Lines are handled one at a time, in order: a command's answer is printed before the next
 line runs, and at end of input everything typed has been sent before the client quits.
+
+The connection is a :class:`~chat.client.reconnecting.ReconnectingClient`: after a drop it
+resumes the session (nobody sees a leave or a join), prints what was missed, and sends again,
+with the same ``client_id``, the lines that were typed while disconnected or whose answer was
+lost, so each is stored exactly once. What was printed is marked read on the server (after a
+short delay, in one ``read`` per log), so the next start, here or on another device, shows as
+unread only what was never shown.
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +28,8 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chat.client.api import ChatClient, ChatError, ConnectionLost, StatisticsHandle, Stream
-from chat.client.api import connect as connect_client
+from chat.client.api import ChatClient, ChatError, ConnectionLost, StatisticsHandle
+from chat.client.reconnecting import INBOX, Connected, Observer, ReconnectingClient
 
 from ._cli_common import (
     clean,
@@ -33,6 +38,7 @@ from ._cli_common import (
     format_statistics,
     statistics_reporter,
 )
+from ._cli_session import SessionFile
 
 try:
     from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -42,19 +48,23 @@ except ImportError:  # pragma: no cover
 INITIAL_DELAY = 1.0  # seconds before the first reconnection attempt
 MAX_DELAY = 30.0
 HISTORY_DEFAULT = 20
-INBOX = "@"
+UNREAD_SHOWN = 50  # unread private messages printed at start, at most (the newest)
+READ_DELAY = 0.5  # seconds between printing an item and marking it read (one request per log)
 
 HELP = """commands:
-  TEXT                   send TEXT to the current channel
+  TEXT                   send TEXT to the current channel (queued while disconnected)
   /join CHANNEL          join CHANNEL and make it the current channel
   /leave [CHANNEL]       leave CHANNEL (default: the current one)
-  /msg USER TEXT         send TEXT privately to USER
+  /msg USER TEXT         send TEXT privately to USER (queued while disconnected)
   /channels              list the channels and their member counts
   /users [CHANNEL]       list the members of CHANNEL (default: the current one)
   /history [N]           the last N items (default 20) of the current channel, or of your inbox
+  /history @USER [N]     the last N private messages between you and USER
+  /history #CHANNEL [N]  the last N items of CHANNEL
+  /unread                unread messages per channel and in your inbox (read positions)
   /stats [IDS...] [SECS] subscribe to server statistics, or change ids/period (ids: users
                          channels connections messages memory); /stats off stops
-  /quit                  leave (end of input does the same)
+  /quit                  log out and leave (end of input does the same)
   /help                  this text"""
 
 
@@ -63,6 +73,8 @@ class Recovery:
     """Counts what a reconnected feed delivers up to the positions it was missing."""
 
     targets: dict[str, int | None]  # log key -> last missed seq (None: join not answered yet)
+    rejoined: bool = False  # a new session: our own join items are noise, not news
+    verb: str = "reconnected"
     arrivals: list[tuple[str, int]] = attrs.Factory(list)  # (key, seq) of message items
     lost: int = 0  # items that retention removed (gaps)
 
@@ -79,13 +91,16 @@ class Recovery:
             if (target := self.targets.get(key)) is not None and seq <= target
         )
         noun = "message" if recovered == 1 else "messages"
-        text = f"reconnected — {recovered} missed {noun} recovered"
+        text = f"{self.verb} — {recovered} missed {noun} recovered"
         if self.lost:
             text += f", {self.lost} no longer stored (gap)"
         return text
 
 
-class InteractiveApp:
+LOST = object()  # what :func:`_answer_or_loss` gives when the connection went first
+
+
+class InteractiveApp(Observer):
     """The session's logic, independent of where lines come from and go to."""
 
     def __init__(
@@ -97,150 +112,175 @@ class InteractiveApp:
         out: Callable[[str], None],
         report_every: float | None = None,
         timeout: float = 10,
+        *,
+        token: str | None = None,
+        session_file: SessionFile | None = None,
     ) -> None:
-        self.timeout = timeout
         self.reactor = reactor
-        self.url = url
         self.username = username
         self.initial_channels = channels
         self.out = out
         self.report_every = report_every
-        self.client: ChatClient | None = None
-        self.epoch: str | None = None
-        self.joined: list[str] = []
+        self.session_file = session_file
+        saved = session_file.load() if session_file is not None else None
+        self.session = ReconnectingClient(
+            url,
+            username,
+            token=token,
+            session_id=saved.session_id if saved is not None else None,
+            epoch=saved.epoch if saved is not None else None,
+            observer=self,
+            timeout=timeout,
+            reactor=reactor,
+            initial_delay=INITIAL_DELAY,
+            max_delay=MAX_DELAY,
+        )
         self.current: str | None = None
-        self.positions: dict[str, int] = {}
         self.recovery: Recovery | None = None
         self.stats: StatisticsHandle | None = None
         self.stats_request: tuple[list[str] | None, float | None] | None = None
         self.quitting = False
-        self.delay = INITIAL_DELAY
-        self._retry: IDelayedCall | None = None
         self._reporter: LoopingCall | None = None
+        self._marks: dict[str, int] = {}  # read positions printed but not yet sent
+        self._mark_timer: IDelayedCall | None = None
         self._lines: Deferred[Any] = succeed(None)
         self.finished: Deferred[int] = Deferred()
+        # Registered before any connection's own shutdown trigger (which logs out), so the
+        # last read positions go out ahead of the logout.
+        reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+            "before", "shutdown", self._send_marks
+        )
+
+    @property
+    def client(self) -> ChatClient | None:
+        """The current connection, None while disconnected."""
+        return self.session.client
+
+    @property
+    def joined(self) -> list[str]:
+        return self.session.channels
 
     # Connecting
 
     async def start(self) -> None:
-        """Connect, log in, open the feed and join the initial channels; errors propagate."""
-        client = await connect_client(self.url, timeout=self.timeout)
-        try:
-            await client.login(self.username)
-            await self._open(client, reconnecting=False)
-        except BaseException:
-            client.close()
-            raise
+        """Connect, log in (resuming a saved session), show unread private messages, open the
+        feed and join the initial channels; errors propagate."""
+        event = await self.session.start()
         for channel in self.initial_channels:
             await self._join(channel)
+        if self.current is None and self.session.channels:
+            self.current = self.session.channels[0]
         if self.report_every:
             self._reporter = statistics_reporter(
-                self.reactor, lambda: self.client, self.report_every
+                self.reactor, lambda: self.session.client, self.report_every
             )
         where = f"#{self.current}" if self.current else "no channel (/join NAME)"
-        self.out(f"connected as {self.username}, talking in {where}; /help for commands")
+        how = " (session resumed)" if event.resumed else ""
+        self.out(f"connected as {self.username}{how}, talking in {where}; /help for commands")
 
-    async def _open(self, client: ChatClient, *, reconnecting: bool) -> None:
-        if reconnecting and client.epoch != self.epoch:
-            self.out("! the server's store changed (restart?): earlier messages are gone")
-            self.positions.clear()
-        self.epoch = client.epoch
-        inbox = await client.history(limit=1)
-        inbox_top = inbox[-1]["seq"] if inbox else 0
-        recovery: Recovery | None = None
-        if reconnecting:
-            targets: dict[str, int | None] = {channel: None for channel in self.joined}
-            if INBOX in self.positions:
-                targets[INBOX] = inbox_top
-            recovery = self.recovery = Recovery(targets)
-        since = {INBOX: inbox_top, **self.positions}
-        feed = client.messages(since=since, epoch=self.epoch)
-        self.client = client
-        ensureDeferred(self._consume(client, feed))
-        if reconnecting:
-            assert recovery is not None
-            for channel in list(self.joined):
-                answer = await client.join(channel)
-                recovery.targets[channel] = answer["seq"]
-            self._check_recovery()
-            if self.stats_request is not None:
-                self._start_stats(*self.stats_request)
-        client.closed.addCallback(self._lost, client)
-
-    def _lost(self, close: tuple[int | None, str], client: ChatClient) -> None:
-        if client is not self.client or self.quitting:
+    async def connected(self, event: Connected) -> None:
+        """Logged in, the feed not open yet: save the session, say what changed."""
+        if self.session_file is not None:
+            self.session_file.follow(event.client)
+        if event.first:
+            if event.resumed and self.session.channels:
+                names = ", ".join(f"#{clean(c)}" for c in self.session.channels)
+                self.out(f"* resumed your session in {names}")
+                self.recovery = Recovery(event.targets, verb="resumed")
+            await self._show_unread(event)
             return
-        self.client = None
+        if event.epoch_changed:
+            self.out("! the server's store changed (restart?): earlier messages are gone")
+        self.recovery = Recovery(event.targets, rejoined=not event.resumed)
+
+    async def _show_unread(self, event: Connected) -> None:
+        inbox = event.inbox
+        count, read, last = inbox["unread"], inbox["read_seq"], inbox["last_seq"]
+        if count > 0:
+            items = await event.client.history(limit=min(1000, last - read))
+            unread = [
+                item
+                for item in items
+                if item.get("kind") == "message"
+                and item.get("seq", 0) > read
+                and item.get("from") != self.username
+            ]
+            noun = "message" if count == 1 else "messages"
+            older = (
+                f" (the newest {UNREAD_SHOWN}; /history for more)" if count > UNREAD_SHOWN else ""
+            )
+            self.out(f"* {count} unread private {noun}{older}:")
+            for item in unread[-UNREAD_SHOWN:]:
+                self.out(format_item(item))
+        if last > read:
+            self._mark(INBOX, last)
+
+    def ready(self, event: Connected) -> None:
+        self._check_recovery()
+        self._send_marks()
+        if not event.first and self.stats_request is not None:
+            self._start_stats(*self.stats_request)
+
+    def lost(self, reason: tuple[int | None, str], delay: float) -> None:
         self.stats = None
         self.recovery = None
-        code, reason = close
-        self.out(f"! connection lost ({reason or code}); reconnecting in {self.delay:g}s")
-        self._schedule()
+        code, text = reason
+        self.out(f"! connection lost ({text or code}); reconnecting in {delay:g}s")
 
-    def _schedule(self) -> None:
-        delay = self.delay * random.uniform(0.9, 1.1) if self.delay > INITIAL_DELAY else self.delay
-        self._retry = self.reactor.callLater(delay, self._attempt)
-        self.delay = min(self.delay * 2, MAX_DELAY)
-
-    def _attempt(self) -> None:
-        self._retry = None
-        if self.quitting:
-            return
-
-        def failed(reason: Failure) -> None:
-            if not self.quitting:
-                message = describe(reason)[1]
-                self.out(f"! reconnecting failed: {message}; next try in {self.delay:g}s")
-                self._schedule()
-
-        ensureDeferred(self._reconnect()).addErrback(failed)
-
-    async def _reconnect(self) -> None:
-        client = await connect_client(self.url, timeout=self.timeout)
-        try:
-            await client.login(self.username)
-            await self._open(client, reconnecting=True)
-        except BaseException:
-            if self.client is client:
-                self.client = None
-            client.close()
-            raise
-        self.delay = INITIAL_DELAY
+    def retry_failed(self, error: BaseException, delay: float) -> None:
+        self.out(f"! reconnecting failed: {describe(error)[1]}; next try in {delay:g}s")
 
     # The feed
 
-    async def _consume(self, client: ChatClient, feed: Stream) -> None:
-        try:
-            async for item in feed:
-                if client is self.client:
-                    self._item(item)
-        except ChatError:
-            pass  # the connection closed; _lost reconnects
-
-    def _item(self, item: Any) -> None:
-        if not isinstance(item, dict):
-            return
+    def item(self, item: dict[str, Any]) -> None:
         key = item.get("channel") or INBOX
         recovery = self.recovery
-        if item.get("kind") == "gap":
-            self.positions[key] = max(self.positions.get(key, 0), int(item.get("last", 0)))
+        kind = item.get("kind")
+        if kind == "gap":
             if recovery is not None:
                 recovery.lost += int(item.get("last", 0)) - int(item.get("first", 0)) + 1
             self.out(format_item(item))
+            self._mark(key, int(item.get("last", 0)))
         else:
             seq = int(item.get("seq", 0))
-            self.positions[key] = max(self.positions.get(key, 0), seq)
-            own_rejoin = item.get("from") == self.username and item.get("kind") != "message"
-            if recovery is not None and item.get("kind") == "message":
+            if recovery is not None and kind == "message":
                 recovery.arrivals.append((key, seq))
-            if not (recovery is not None and own_rejoin):
+            own_rejoin = (
+                recovery is not None
+                and recovery.rejoined
+                and item.get("from") == self.username
+                and kind != "message"
+            )
+            if not own_rejoin:
                 self.out(format_item(item))
+            self._mark(key, seq)
         self._check_recovery()
 
     def _check_recovery(self) -> None:
-        if self.recovery is not None and self.recovery.finished(self.positions):
+        if self.recovery is not None and self.recovery.finished(self.session.positions):
             self.out(self.recovery.summary())
             self.recovery = None
+
+    # Read positions
+
+    def _mark(self, key: str, seq: int) -> None:
+        """Remember that ``seq`` of log ``key`` was shown; sent after READ_DELAY."""
+        if seq <= self._marks.get(key, 0):
+            return
+        self._marks[key] = seq
+        if self._mark_timer is None or not self._mark_timer.active():
+            self._mark_timer = self.reactor.callLater(READ_DELAY, self._send_marks)
+
+    def _send_marks(self) -> None:
+        if self._mark_timer is not None and self._mark_timer.active():
+            self._mark_timer.cancel()
+        self._mark_timer = None
+        if self.session.client is None:
+            return  # kept for the next connection (``ready`` sends them)
+        marks, self._marks = self._marks, {}
+        for key, seq in marks.items():
+            d = self.session.read(None if key == INBOX else key, seq)
+            d.addErrback(lambda _: None)  # a left channel (forbidden), a lost connection
 
     # Lines
 
@@ -250,7 +290,7 @@ class InteractiveApp:
         self._lines.addErrback(self._command_failed)
 
     def end_of_input(self) -> None:
-        self._lines.addCallback(lambda _: ensureDeferred(self.quit()))
+        self._lines.addCallback(lambda _: ensureDeferred(self.quit(wait=True)))
 
     def _command_failed(self, reason: Failure) -> None:
         value = reason.value
@@ -260,11 +300,6 @@ class InteractiveApp:
             self.out(f"! {value.code}: {clean(value.message)}")
         else:
             self.out(f"! {describe(reason)[1]}")
-
-    def _connected(self) -> ChatClient:
-        if self.client is None:
-            raise ConnectionLost(None, "not connected")
-        return self.client
 
     async def _handle(self, text: str) -> None:
         text = text.rstrip("\r")
@@ -285,16 +320,39 @@ class InteractiveApp:
         if self.current is None:
             self.out("! no current channel: /join NAME first, or /msg USER TEXT")
             return
-        await self._connected().send(self.current, text)
+        await self._post(text, channel=self.current)
+
+    async def _post(
+        self, text: str, *, channel: str | None = None, user: str | None = None
+    ) -> None:
+        """Send, with a client_id: at once if connected, else when reconnected.
+
+        Connected, the line waits for its answer (so an error is printed before the next
+        line runs). If the connection drops first, or there is none, the message stays in the
+        outbox and goes out again after the reconnection; its fate is printed then.
+        """
+        client = self.session.client
+        sent = self.session.send(channel, text, user=user)
+        if client is None:
+            waiting = len(self.session.outbox)
+            self.out(f"* not connected: queued, sent after reconnecting ({waiting} waiting)")
+            sent.addErrback(self._late_failure)
+            return
+        if await _answer_or_loss(sent, client) is LOST:
+            self.out("* connection lost before the answer: sent again after reconnecting")
+            sent.addErrback(self._late_failure)
+
+    def _late_failure(self, reason: Failure) -> None:
+        value = reason.value
+        if isinstance(value, ChatError) and not isinstance(value, ConnectionLost):
+            self.out(f"! message not sent: {value.code}: {clean(value.message)}")
+        else:
+            self.out(f"! message not sent: {describe(reason)[1]}")
 
     async def _join(self, channel: str) -> None:
-        answer = await self._connected().join(channel)
-        if channel not in self.joined:
-            self.joined.append(channel)
+        answer = await self.session.join(channel)
         self.current = channel
-        users = answer.get("users", "?")
-        noun = "user" if users == 1 else "users"
-        self.out(f"* now talking in #{clean(channel)} ({users} {noun})")
+        self.out(f"* now talking in #{clean(channel)} ({_users(answer.get('users', '?'))})")
 
     async def _cmd_join(self, rest: str) -> None:
         if not rest:
@@ -307,9 +365,7 @@ class InteractiveApp:
         if channel is None:
             self.out("! usage: /leave CHANNEL")
             return
-        await self._connected().leave(channel)
-        if channel in self.joined:
-            self.joined.remove(channel)
+        await self.session.leave(channel)
         if self.current == channel:
             self.current = self.joined[-1] if self.joined else None
         where = f"#{self.current}" if self.current else "no channel"
@@ -320,35 +376,59 @@ class InteractiveApp:
         if not user or not content.strip():
             self.out("! usage: /msg USER TEXT")
             return
-        await self._connected().send(user=user, content=content)
-        self.out(f"[private] {self.username} -> {clean(user)}: {clean(content)}")
+        # No local echo: the server puts the sender's own copy in its inbox, and the feed
+        # prints it (on every device of the session).
+        await self._post(content, user=user)
 
     async def _cmd_channels(self, rest: str) -> None:
-        listed = await self._connected().channels()
+        listed = await self.session.connected_client().channels()
         if not listed:
             self.out("* no channels yet")
         for entry in listed:
-            self.out(f"* #{clean(entry['channel'])} ({entry['users']} users)")
+            self.out(f"* #{clean(entry['channel'])} ({_users(entry['users'])})")
 
     async def _cmd_users(self, rest: str) -> None:
         channel = rest or self.current
         if channel is None:
             self.out("! usage: /users CHANNEL")
             return
-        users = await self._connected().users(channel)
-        self.out(f"* #{clean(channel)}: {', '.join(clean(u) for u in users) or '(nobody)'}")
+        members = await self.session.connected_client().members(channel)
+        names = [
+            clean(m["username"]) + ("" if m.get("online", True) else " (away)") for m in members
+        ]
+        self.out(f"* #{clean(channel)}: {', '.join(names) or '(nobody)'}")
 
     async def _cmd_history(self, rest: str) -> None:
-        try:
-            limit = int(rest) if rest else HISTORY_DEFAULT
-        except ValueError:
-            self.out("! usage: /history [N]")
-            return
-        items = await self._connected().history(self.current, limit=limit)
+        words = rest.split()
         where = f"#{self.current}" if self.current else "your inbox"
-        self.out(f"* history of {where}: {len(items)} items")
+        channel, user = self.current, None
+        if words and words[0].startswith("@"):
+            channel, user = None, words.pop(0)[1:]
+            where = f"your messages with {clean(user)}"
+        elif words and words[0].startswith("#"):
+            channel = words.pop(0)[1:]
+            where = f"#{clean(channel)}"
+        try:
+            limit = int(words[0]) if words else HISTORY_DEFAULT
+        except ValueError:
+            limit = 0
+        if len(words) > 1 or limit < 1 or (user is not None and not user):
+            self.out("! usage: /history [@USER | #CHANNEL] [N]")
+            return
+        client = self.session.connected_client()
+        items = await client.history(channel, user=user, limit=limit)
+        self.out(f"* history of {where}: {len(items)} item{'' if len(items) == 1 else 's'}")
         for item in items:
             self.out(format_item(item))
+
+    async def _cmd_unread(self, rest: str) -> None:
+        rows = await self.session.connected_client().conversations()
+        for row in rows:
+            where = f"#{clean(row['channel'])}" if row["channel"] is not None else "inbox"
+            self.out(
+                f"* {where}: {row['unread']} unread (read up to {row['read_seq']}"
+                f" of {row['last_seq']})"
+            )
 
     async def _cmd_stats(self, rest: str) -> None:
         words = shlex.split(rest)
@@ -362,7 +442,7 @@ class InteractiveApp:
         ids = [word for word in words if not _is_number(word)] or None
         numbers = [float(word) for word in words if _is_number(word)]
         period = numbers[-1] if numbers else None
-        self._connected()
+        self.session.connected_client()
         if self.stats is not None and not self.stats.ended:
             if ids is not None:
                 self.stats.set_ids(ids)
@@ -374,7 +454,7 @@ class InteractiveApp:
         self._start_stats(ids, period)
 
     def _start_stats(self, ids: list[str] | None, period: float | None) -> None:
-        client = self._connected()
+        client = self.session.connected_client()
         handle = self.stats = client.statistics(ids, period)
         self.stats_request = (ids, period)
 
@@ -397,24 +477,56 @@ class InteractiveApp:
             self.out(line)
 
     async def _cmd_quit(self, rest: str) -> None:
-        await self.quit()
+        # A person who types /quit while the server is away does not want to wait for it.
+        await self.quit(wait=self.session.client is not None)
 
-    async def quit(self) -> None:
+    async def quit(self, *, wait: bool = False) -> None:
+        """Log out and close. ``wait``: first let every queued message be acknowledged
+        (end of input: what a pipe said is sent, even if the server has to come back first)."""
         if self.quitting:
             return
         self.quitting = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
+        pending = len(self.session.outbox)
+        if pending and wait:
+            if self.session.client is None:
+                self.out(f"* waiting to reconnect: {pending} queued messages to send first")
+            await self.session.flushed()
+        elif pending:
+            self.out(f"! quitting with {pending} unsent messages")
         if self._reporter is not None and self._reporter.running:
             self._reporter.stop()
-        client, self.client = self.client, None
-        if client is not None:
-            closed = client.close()
-            closed.addTimeout(3, self.reactor)
-            with contextlib.suppress(Exception):  # closing is best effort
-                await closed
+        self._send_marks()
+        await self.session.logout()
         if not self.finished.called:
             self.finished.callback(0)
+
+
+def _users(count: object) -> str:
+    return f"{count} user" if count == 1 else f"{count} users"
+
+
+def _answer_or_loss(sent: Deferred[Any], client: ChatClient) -> Deferred[Any]:
+    """Fires with ``sent``'s result, or with :data:`LOST` if ``client`` closes first (then
+    ``sent`` goes on, and its later result passes to whatever is added to it afterwards)."""
+    waiter: Deferred[Any] = Deferred()
+
+    def forward(result: Any) -> Any:
+        if waiter.called:
+            return result
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+        return None
+
+    def closed(close: Any) -> Any:
+        if not waiter.called:
+            waiter.callback(LOST)
+        return close
+
+    sent.addBoth(forward)
+    client.closed.addCallback(closed)
+    return waiter
 
 
 def _is_number(word: str) -> bool:

@@ -10,6 +10,11 @@
 
 The server URL is the first argument, or ``--url``; the default is ws://127.0.0.1:8080/ws.
 Errors are one line on stderr; the exit codes are listed in ``chat-client --help``.
+
+Every command that is done logs out, so its username is free at once for the next one (a
+1.1 session would otherwise hold it for the server's linger time); one that was killed left
+its ``session_id`` in a session file (see :mod:`._cli_session`), and the next command for the
+same user and server resumes that session instead of being refused.
 """
 
 from __future__ import annotations
@@ -43,11 +48,22 @@ from ._cli_common import (
     statistics_reporter,
     write_line,
 )
+from ._cli_session import SessionFile
 
 DEFAULT_URL = "ws://127.0.0.1:8080/ws"
 COMMANDS = ("send", "tail", "stats")
 URL_SCHEMES = ("ws://", "wss://")
-VALUE_OPTIONS = frozenset({"--url", "--user", "-u", "--report-stats", "--timeout"})
+VALUE_OPTIONS = frozenset(
+    {"--url", "--user", "-u", "--report-stats", "--timeout", "--token", "--session-file"}
+)
+DEFAULT_TIMEOUT = 10.0
+USAGE_LINE = """chat-client [URL] {send,tail,stats} [OPTIONS] ...   (chat-client send --help)
+       chat-client [URL] --user NAME [--channel CHANNEL] [OPTIONS]   (interactive)"""
+COMMANDS_HELP = """commands:
+  (none)  chat interactively: chat-client [URL] --user NAME [--channel CHANNEL]
+  send    send one message to a channel or a user, then exit
+  tail    print the live feed, one line per item
+  stats   print the server's statistics every period (--period, default 2 s)"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,7 +90,29 @@ def _common(parser: argparse.ArgumentParser, *, user_required: bool) -> None:
         help="send this process's memory use (RSS) to the server every SECONDS",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for the connection"
+        "--token",
+        default=os.environ.get("CHAT_TOKEN"),
+        help="login token, for a server with --auth token (default: $CHAT_TOKEN)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds to wait for the connection and the WebSocket handshake "
+        f"(default: {DEFAULT_TIMEOUT:g})",
+    )
+    sessions = parser.add_mutually_exclusive_group()
+    sessions.add_argument(
+        "--session-file",
+        metavar="PATH",
+        help="where the session is kept so that a killed client resumes it "
+        "(default: a file per user and server under $XDG_STATE_HOME/chat-client)",
+    )
+    sessions.add_argument(
+        "--no-session-file",
+        action="store_true",
+        help="keep no session file: always start a new session",
     )
     parser.add_argument("--debug", action="store_true", help="log Twisted's events to stderr")
 
@@ -83,8 +121,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     formatter = argparse.RawDescriptionHelpFormatter
     interactive = Parser(
         prog="chat-client",
-        description="Chat interactively, or run a command: chat-client [URL] {send,tail,stats} "
-        "... (chat-client send --help).",
+        usage=USAGE_LINE,
+        description="Chat interactively, or run a command (chat-client send --help).\n\n"
+        + COMMANDS_HELP,
         epilog=EXIT_CODES_HELP,
         formatter_class=formatter,
     )
@@ -131,7 +170,12 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         nargs="+",
         help="users channels connections messages memory (default: users channels)",
     )
-    stats.add_argument("--period", type=float, metavar="S", help="seconds between updates")
+    stats.add_argument(
+        "--period",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between updates, 0.1-3600 (default: the server's, 2)",
+    )
     stats.add_argument("--count", type=int, metavar="N", help="exit after N updates")
     stats.add_argument("--json", action="store_true", help="print updates as JSON lines")
     return {"interactive": interactive, "send": send, "tail": tail, "stats": stats}
@@ -170,7 +214,20 @@ def parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace]:
     return mode, options
 
 
-async def open_client(options: argparse.Namespace, username: str) -> ChatClient:
+def session_file(options: argparse.Namespace, username: str) -> SessionFile:
+    return SessionFile.choose(options.url, username, options.session_file, options.no_session_file)
+
+
+async def open_client(
+    options: argparse.Namespace, username: str, *, keep_session: bool = True
+) -> ChatClient:
+    """Connect and log in, resuming the session a killed run of ours left (session file).
+
+    The session's id is saved for the next run, and the file is removed again when this
+    connection logs out (:func:`close`), so only a run that did not finish leaves one.
+    """
+    saved_in = session_file(options, username) if keep_session else None
+    saved = saved_in.load() if saved_in is not None else None
     try:
         client = await connect_client(options.url, timeout=options.timeout)
     except Exception as error:
@@ -179,10 +236,16 @@ async def open_client(options: argparse.Namespace, username: str) -> ChatClient:
             raise CliError(code, f"server unreachable at {options.url}: {error}") from None
         raise
     try:
-        await client.login(username)
+        await client.login(
+            username,
+            resume=saved.session_id if saved is not None else None,
+            token=options.token,
+        )
     except BaseException:
         client.close()
         raise
+    if saved_in is not None:
+        saved_in.follow(client)
     if options.report_stats:
         reporter = statistics_reporter(_reactor(), lambda: client, options.report_stats)
         client.closed.addBoth(lambda result: _stop(reporter, result))
@@ -202,7 +265,11 @@ def _reactor() -> Any:
 
 
 async def close(client: ChatClient) -> None:
-    """Close politely; a server that does not answer the close does not hold us."""
+    """Log out (so the name is free at once), then close; a server that answers neither
+    does not hold us."""
+    if client.connected and client.session_id is not None:
+        with contextlib.suppress(Exception):
+            await client.logout().addTimeout(3, _reactor())
     closed = client.close()
     closed.addTimeout(3, _reactor())
     with contextlib.suppress(Exception):
@@ -233,34 +300,46 @@ async def send_command(options: argparse.Namespace) -> int:
 
 async def tail_command(options: argparse.Namespace) -> int:
     client = await open_client(options, options.user)
+    try:
+        return await _tail(client, options)
+    finally:
+        await close(client)
+
+
+async def _tail(client: ChatClient, options: argparse.Namespace) -> int:
     since: dict[str, int] | None = None
     if options.since is not None:
         since = {options.channel or "@": options.since}
-    feed = client.messages(since=since, epoch=client.epoch if since else None)
-    if options.channel is not None:
-        await client.join(options.channel)
+    if client.resumed and options.channel is not None and since is None:
+        # A resumed session is already a member: its feed would start at its old join item
+        # and print everything since. Start at the channel's end instead, as a new one would.
+        joined = await client.join(options.channel)
+        feed = client.messages(since={options.channel: joined["seq"]}, epoch=client.epoch)
+    else:
+        feed = client.messages(since=since, epoch=client.epoch if since else None)
+        if options.channel is not None:
+            await client.join(options.channel)
     printed = 0
-    try:
-        async for item in feed:
-            if options.messages_only and item.get("kind") in ("join", "leave"):
-                continue
-            try:
-                if options.json:
-                    write_line(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
-                else:
-                    write_line(format_item(item))
-            except BrokenPipeError:
-                return OK  # the reader went away (| head): done
-            printed += 1
-            if options.count is not None and printed >= options.count:
-                break
-    finally:
-        await close(client)
+    async for item in feed:
+        if options.messages_only and item.get("kind") in ("join", "leave"):
+            continue
+        try:
+            if options.json:
+                write_line(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+            else:
+                write_line(format_item(item))
+        except BrokenPipeError:
+            return OK  # the reader went away (| head): done
+        printed += 1
+        if options.count is not None and printed >= options.count:
+            break
     return OK
 
 
 async def stats_command(options: argparse.Namespace) -> int:
-    client = await open_client(options, options.user or f"stats-{os.getpid()}")
+    # Without --user, a name of its own (stats-PID) that no other run resumes.
+    username = options.user or f"stats-{os.getpid()}"
+    client = await open_client(options, username, keep_session=options.user is not None)
     handle = client.statistics(options.ids, options.period)
     printed = 0
     try:
@@ -304,11 +383,15 @@ async def interactive_command(options: argparse.Namespace) -> int:
         out,
         options.report_stats,
         options.timeout,
+        token=options.token,
+        session_file=session_file(options, options.user),
     )
     try:
         await app.start()
     except Exception as error:
-        if describe(error)[0] == UNREACHABLE and app.client is None:
+        if app.client is not None:  # logged in, then e.g. an initial join was refused
+            await app.session.logout()
+        elif describe(error)[0] == UNREACHABLE:
             raise CliError(UNREACHABLE, f"server unreachable at {options.url}: {error}") from None
         raise
     terminal.app = app
