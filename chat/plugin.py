@@ -6,7 +6,8 @@ stays cheap and this code is imported only when ``twistd chat`` actually runs.
 Every option comes from a field of :class:`~chat.settings.Settings` (its name, parser, default
 and help), so adding an option is adding a field. A bad value ends ``twistd`` at once with one
 line that names the option and what it allows (twistd's own handling of a usage error would
-print the whole ``--help`` first).
+print the whole ``--help`` first); so do an endpoint that cannot be listened on and a store
+that cannot be opened (:func:`makeService`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ class Options(usage.Options):
         except ValueError as exc:
             raise OptionError(str(exc)) from None
         if settings.auth == "token" and not settings.secret:
-            raise OptionError("--auth token needs --secret-file")
+            raise OptionError(
+                "--auth token needs --secret-file FILE: a file of the owner's alone (mode "
+                "0600) holding the secret, at least 16 bytes, that signs login tokens"
+            )
         if settings.log_format == "json" and self.parent is not None:
             self.parent["logger"] = JSON_OBSERVER  # twistd makes its log observer from this
 
@@ -112,10 +116,16 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> Any:
-    from chat.server import make_service
+    """The server, listening on its endpoints and over its opened store.
+
+    twistd calls this before it writes its pid file or daemonizes, so an endpoint that cannot
+    be listened on or a store that cannot be opened ends ``twistd`` here, on the terminal, with
+    one line and exit status 1, having created nothing (see :mod:`chat.server`).
+    """
+    from chat.server import ListenError, make_service
     from chat.stores.errors import StoreOpenError
 
     try:
         return make_service(options.settings())
-    except StoreOpenError as exc:
+    except (ListenError, StoreOpenError) as exc:
         raise OptionError(str(exc)) from None

@@ -468,26 +468,3 @@ def test_origin_policy_warnings() -> None:
         assert origin_policy_warnings(Settings(listen=(listen,), allowed_hosts=("a",))) == []
         assert origin_policy_warnings(Settings(listen=(listen,), allowed_origins=("x",))) == []
     assert origin_policy_warnings(Settings(listen=tuple(local))) == []
-
-
-@ensure
-async def test_the_site_warns_at_start_when_exposed_with_the_default_origin_policy() -> None:
-    from twisted.logger import LogLevel, globalLogPublisher
-
-    warnings: list[dict] = []
-
-    def observer(event: dict) -> None:
-        if event.get("log_level") == LogLevel.warn and "warning" in event:
-            warnings.append(event)
-
-    globalLogPublisher.addObserver(observer)
-    try:
-        exposed = await start_server(Settings(store="memory", listen=("tcp:8080",)))
-        guarded = await start_server(
-            Settings(store="memory", listen=("tcp:8080",), allowed_hosts=("chat.example.com",))
-        )
-        await stop_server(exposed)
-        await stop_server(guarded)
-    finally:
-        globalLogPublisher.removeObserver(observer)
-    assert len(warnings) == 1 and "tcp:8080" in warnings[0]["warning"]

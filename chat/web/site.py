@@ -29,7 +29,6 @@ from chat.settings import Settings
 from chat.web.channel import LimitedChannel, LimitedRequest
 from chat.web.connections import ConnectionLimits
 from chat.web.health import HealthResource
-from chat.web.origins import origin_policy_warnings
 from chat.web.publish import PublishResource
 from chat.websocket.server import websocket_resource
 
@@ -100,11 +99,6 @@ class ChatSite(Site):
         """One access-log line per request, through a throttle: clients choose how many."""
         if self.access_throttle.allow("http.access"):
             super().log(request)
-
-    def startFactory(self) -> None:
-        super().startFactory()
-        for line in origin_policy_warnings(self.settings):
-            log.warn("{warning}", warning=line)
 
     def stopFactory(self) -> None:
         super().stopFactory()
