@@ -77,12 +77,36 @@ def test_several_listen_endpoints(tmp_path: Path) -> None:
     not SMOKE.exists(), reason="../shared/tools/contract_smoke.py not beside the repo"
 )
 def test_contract_smoke_tool_passes() -> None:
+    """The contract tool starts the server itself (the memory store) and walks revision 1.1."""
     env = {**os.environ, "PATH": f"{Path(twistd_path()).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        [sys.executable, str(SMOKE), "--start"], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, str(SMOKE), "--start", "--revision", "1.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith("0 failed")
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("contract (revision 1.1):") and last.endswith(" 0 failed"), last
+
+
+@pytest.mark.skipif(
+    not SMOKE.exists(), reason="../shared/tools/contract_smoke.py not beside the repo"
+)
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_the_1_1_contract_walk_passes_on_the_durable_stores(store: str) -> None:
+    from tests.peer import store_server
+
+    with store_server(store) as url:
+        result = subprocess.run(
+            [sys.executable, str(SMOKE), "--revision", "1.1", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].endswith(" 0 failed"), result.stdout
 
 
 def test_wheel_installs_the_drop_in_into_twisted_plugins(tmp_path: Path) -> None:
