@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import provider
 
 from chat.client.api import ChatClient, ChatError
+from chat.rss import resident_memory
 
 # Exit codes (documented in docs/client.md and in ``chat-client --help``).
 OK = 0
@@ -131,16 +131,6 @@ def format_statistics(data: Any) -> str:
     return clean(data)
 
 
-def memory_usage() -> int:
-    """This process's resident set size in bytes."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
 def statistics_reporter(
     clock: IReactorTime, client: Callable[[], ChatClient | None], seconds: float
 ) -> LoopingCall:
@@ -151,7 +141,7 @@ def statistics_reporter(
         if current is not None:
             # Not connected right now: the next tick tries again.
             with contextlib.suppress(ChatError):
-                current.send_statistics(memory_usage())
+                current.send_statistics(resident_memory())
 
     loop = LoopingCall(report)
     loop.clock = clock

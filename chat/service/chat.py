@@ -10,9 +10,6 @@ session (its ``messages`` feeds) are told of each join and leave once its item i
 
 from __future__ import annotations
 
-import os
-import resource
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -23,6 +20,7 @@ from twisted.python.failure import Failure
 
 from chat.protocol import items
 from chat.protocol.errors import ErrorCode, RouteError
+from chat.rss import resident_memory
 from chat.service.errors import store_failure
 from chat.service.session import Membership, Session, SessionState
 from chat.settings import Settings
@@ -38,16 +36,6 @@ STATISTICS_FIELDS: Final = {
     "messages": "message_count",
     "memory": "memory_usage",
 }
-
-
-def resident_memory() -> int:
-    """This process's resident set size in bytes (its peak where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024  # macOS counts bytes
 
 
 def _taken(username: str) -> RouteError:
