@@ -405,3 +405,20 @@ def options() -> list[tuple[attrs.Attribute[Any], Option]]:
         if isinstance(spec, Option):
             found.append((field, spec))
     return found
+
+
+def options_table() -> str:
+    """The Markdown table of every option, for the README (tests/test_docs.py checks that the
+    README holds exactly this, so the documentation cannot drift from the options)."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for field, spec in options():
+        value = spec.default_text
+        if value is None:
+            value = "none" if field.default in (None, "", b"", ()) else str(field.default)
+        meaning = spec.help.replace("|", "\\|")
+        rows.append(f"| `--{spec.name}` | {value} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(options_table())
