@@ -272,8 +272,8 @@ class ChatServerService(Service):
         """Say where it serves and with what, hand connections to the site, start the backend.
 
         The site serves at once, also while the backend is not ready (Redis unreachable):
-        ``/healthz`` then says what is wrong, and requests fail with a store error until the
-        backend can serve.
+        ``/healthz`` then says what is wrong, and logins wait until the backend can serve
+        (the login timeout bounds the wait).
         """
         super().startService()
         for listener in self.listeners:
@@ -294,7 +294,9 @@ class ChatServerService(Service):
             )
             self._stop_reactor()
 
-        self.backend.start(self.node.service.announce).addErrback(failed)
+        started = self.backend.start(self.node.service.announce)
+        self.node.service.serve_when(started)  # logins wait until it can serve
+        started.addErrback(failed)
 
     def _log_listener(self, description: str, port: IListeningPort) -> None:
         line = listener_line(description, port.getHost())

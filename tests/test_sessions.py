@@ -439,3 +439,17 @@ def test_a_token_login_waits_for_a_claim_in_flight_then_attaches() -> None:
     first, second = data(one.frames(1)[0]), data(two.frames(1)[0])
     assert (first["resumed"], second["resumed"]) == (False, True)
     assert first["session_id"] == second["session_id"]
+
+
+def test_logins_wait_until_the_backend_can_serve() -> None:
+    harness = Harness()
+    started: Deferred[None] = Deferred()
+    harness.service.serve_when(started)
+    conn = harness.connect()
+    conn.client(type="request", id=1, route="login", data={"username": "alice"})
+    conn.client(type="request", id=2, route="channel.join", data={"channel": "room"})
+    harness.settle()
+    assert conn.frames() == []  # held: the store has not loaded yet
+    started.callback(None)
+    harness.settle()
+    assert [f["type"] for f in conn.frames()] == ["response", "response"]

@@ -65,9 +65,29 @@ class ChatService:
         self.sessions: dict[str, Session] = {}  # this node's, by username
         self.connection_count = 0
         self.message_count = 0  # items appended to any log since start
+        self._starting: list[Deferred[None]] | None = None  # logins waiting for the backend
         self.append_latency: Callable[[float], None] = lambda seconds: None  # set by metrics
 
     # Sessions
+
+    def serve_when(self, started: Deferred[Any]) -> None:
+        """Logins wait until ``started`` fires: the backend is connected and loaded (Redis).
+
+        The site accepts connections at once; a login before the backend is ready waits
+        (its connection holds later frames meanwhile) instead of being answered from an
+        empty mirror — with no epoch, say.
+        """
+        if started.called:
+            return
+        self._starting = []
+
+        def ready(result: Any) -> Any:
+            waiting, self._starting = self._starting or [], None
+            for waiter in waiting:
+                waiter.callback(None)
+            return result
+
+        started.addBoth(ready)
 
     def login(
         self,
@@ -84,6 +104,15 @@ class ChatService:
         holds the name and this login may not attach, ``rate_limited`` when the session has
         its most connections.
         """
+        if self._starting is not None:
+            started: Deferred[None] = Deferred()
+            self._starting.append(started)
+            later: Deferred[tuple[Session, bool]] = Deferred()
+            started.addCallback(
+                lambda _: self.login(connection, username, resume, token_valid, still_open)
+                .chainDeferred(later)
+            )  # fmt: skip
+            return later
         session = self.sessions.get(username)
         if session is not None and session.state is SessionState.CLAIMING:
             if not token_valid:
