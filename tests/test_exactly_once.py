@@ -58,3 +58,35 @@ def test_a_retry_on_another_node_is_a_duplicate() -> None:
         assert [i["content"] for i in mine] == ["psst"]
         a.close()
         b.close()
+
+
+def test_memberships_a_killed_sqlite_server_left_open_end_at_the_next_start() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        store = f"sqlite:{directory}/chat.db"
+        port = free_port()
+        with twistd_server("--store", store, port=port) as (proc, _):
+            for name in ("alice", "bob"):
+                peer = Peer(f"ws://127.0.0.1:{port}/ws")
+                data(peer.request("login", {"username": name}))
+                data(peer.request("channel.join", {"channel": "general"}))
+            os.killpg(proc.pid, signal.SIGKILL)  # no shutdown: no leave items
+            proc.wait(10)
+        with twistd_server("--store", store, port=port) as (proc, _):
+            reader = Peer(f"ws://127.0.0.1:{port}/ws")
+            data(reader.request("login", {"username": "carol"}))
+            items = reader.collect(9, "history", {"channel": "general"})
+            assert [(i["kind"], i["from"]) for i in items] == [
+                ("join", "alice"),
+                ("join", "bob"),
+                ("leave", "alice"),
+                ("leave", "bob"),
+            ]
+            reader.close()
+            os.killpg(proc.pid, signal.SIGTERM)  # a clean stop this time
+            proc.wait(10)
+        with twistd_server("--store", store, port=port):
+            reader = Peer(f"ws://127.0.0.1:{port}/ws")
+            data(reader.request("login", {"username": "dave"}))
+            again = reader.collect(9, "history", {"channel": "general"})
+            assert len(again) == 4  # ended once: nothing more at this start
+            reader.close()

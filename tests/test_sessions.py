@@ -453,3 +453,18 @@ def test_logins_wait_until_the_backend_can_serve() -> None:
     started.callback(None)
     harness.settle()
     assert [f["type"] for f in conn.frames()] == ["response", "response"]
+
+
+def test_logins_wait_for_the_whole_start_even_when_it_began_at_once() -> None:
+    from twisted.internet.defer import succeed
+
+    harness = Harness()
+    inner: Deferred[None] = Deferred()
+    harness.service.serve_when(succeed(None).addCallback(lambda _: inner))  # called, paused
+    conn = harness.connect()
+    conn.client(type="request", id=1, route="login", data={"username": "alice"})
+    harness.settle()
+    assert conn.frames() == []
+    inner.callback(None)
+    harness.settle()
+    assert conn.frames(1)[0]["type"] == "response"

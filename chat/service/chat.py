@@ -77,9 +77,7 @@ class ChatService:
         (its connection holds later frames meanwhile) instead of being answered from an
         empty mirror — with no epoch, say.
         """
-        if started.called:
-            return
-        self._starting = []
+        self._starting = []  # until the chain of ``started`` has run (at once, if it has)
 
         def ready(result: Any) -> Any:
             waiting, self._starting = self._starting or [], None

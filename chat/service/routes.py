@@ -74,6 +74,7 @@ def login(ctx: RouteContext, data: object) -> Any:
             ctx.service.detach(ctx, session, logout=False)
             raise RouteError(ErrorCode.INTERNAL, "the connection closed during the login")
         ctx.login.fire(LoginEvent.LOGGED_IN, session)
+        ctx.limits.auth_failures = 0  # "in a row": a login that worked starts the count again
         ctx.logged_in()
         return {
             "username": username,

@@ -82,9 +82,15 @@ def open_sqlite(settings: Settings, reactor: Any, local_state: LocalStateOf) -> 
         reactor=reactor,
         dedup_window=settings.dedup_window,
     )
-    return _local(
-        store, f"sqlite {path} (sync {settings.sync}, retention {retention} items per log)"
-    )
+    from chat.stores.presence import LocalPresence
+
+    presence = LocalPresence(journal=store.record_membership)
+
+    def start(announce: Announce) -> Deferred[Any]:
+        return store.start().addCallback(lambda _: store.end_left_over_memberships())
+
+    description = f"sqlite {path} (sync {settings.sync}, retention {retention} items per log)"
+    return Backend(store, presence, start, presence.stop, description)
 
 
 def open_redis(settings: Settings, reactor: Any, local_state: LocalStateOf) -> Backend:

@@ -11,7 +11,7 @@ node sharing a Redis holds.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from twisted.internet.defer import Deferred, succeed
@@ -75,9 +75,20 @@ class PresenceView:
         return len(self.sessions)
 
 
+Journal = Callable[[str, str, bool], None]  # (channel, username, joined)
+
+
 @implementer(IPresence)
 class LocalPresence(PresenceView):
-    """Presence within this process."""
+    """Presence within this process.
+
+    ``journal`` is told of every membership change (the SQLite store writes them down, so the
+    memberships of a run that was killed can be ended at the next start).
+    """
+
+    def __init__(self, journal: Journal | None = None) -> None:
+        super().__init__()
+        self.journal = journal
 
     def start(self) -> Deferred[None]:
         return succeed(None)
@@ -104,6 +115,10 @@ class LocalPresence(PresenceView):
 
     def joined(self, channel: str, username: str) -> None:
         self.add_member(channel, username)
+        if self.journal is not None:
+            self.journal(channel, username, True)
 
     def left(self, channel: str, username: str) -> None:
         self.remove_member(channel, username)
+        if self.journal is not None:
+            self.journal(channel, username, False)

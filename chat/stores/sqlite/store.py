@@ -31,19 +31,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from chat.protocol.frames import encode_kept
+from chat.protocol.items import leave_item
 from chat.stores._cached import CachedLogStore, LogState
 from chat.stores.directory import Table
 from chat.stores.errors import StoreClosed, StoreOpenError, StoreWriteError
-from chat.stores.interface import Appended, Dedup, ILogStore, LogItem
+from chat.stores.interface import Appended, Dedup, ILogStore, LogItem, channel_log
 from chat.stores.memory import DEFAULT_DEDUP_WINDOW, wall_clock_ms
 from chat.stores.sqlite._threads import Job, Worker
-from chat.stores.sqlite.writer import SCHEMA, Append, Entry, Name, SaveRead, Writer
+from chat.stores.sqlite.writer import SCHEMA, Append, Entry, Member, Name, SaveRead, Writer
 
 DEFAULT_RETENTION: Final = 100_000
 DEFAULT_CACHE: Final = 1_000  # recent items per log kept in memory for live delivery
@@ -205,7 +206,7 @@ class SqliteLogStore(CachedLogStore):
         for key, committed in items.items():
             self.took(key, committed)
         for entry, outcome in zip(entries, outcomes, strict=True):
-            if not isinstance(entry, Name):
+            if isinstance(entry, Append | SaveRead):
                 entry.deferred.callback(outcome)
 
     def _failed(self, entries: list[Entry], exc: BaseException) -> None:
@@ -216,7 +217,7 @@ class SqliteLogStore(CachedLogStore):
             error=exc,
         )
         for entry in entries:
-            if not isinstance(entry, Name):
+            if isinstance(entry, Append | SaveRead):
                 entry.deferred.errback(StoreWriteError(f"could not store it: {exc}"))
 
     def save_read(self, username: str, log: str, seq: int) -> Deferred[int]:
@@ -228,6 +229,25 @@ class SqliteLogStore(CachedLogStore):
 
     def read_positions(self, username: str) -> Deferred[dict[str, int]]:
         return self.on_writer(lambda connection: Writer.read_positions(connection, username))
+
+    def record_membership(self, channel: str, username: str, joined: bool) -> None:
+        """Note who is in which channel (written with the appends queued around it)."""
+        if self._closing is None:
+            self._writer.put(Member(channel, username, joined))
+
+    def end_left_over_memberships(self) -> Deferred[int]:
+        """Sessions do not survive a restart: the memberships the last run left open (it was
+        killed, not shut down) end now, each with its ``leave`` item. Fires with how many."""
+
+        def end(memberships: list[tuple[str, str]]) -> Deferred[int]:
+            leaves = []
+            for channel, username in memberships:
+                leaves.append(self.append(channel_log(channel), leave_item(channel, username)))
+                self.record_membership(channel, username, False)
+            done = gatherResults(leaves, consumeErrors=True)
+            return done.addCallback(lambda _: len(memberships))
+
+        return self.on_writer(Writer.memberships).addCallback(end)
 
     def persist_name(self, table: Table, name: str) -> None:
         if self._closing is None:

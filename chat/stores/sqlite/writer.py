@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS dedup (
     PRIMARY KEY (sender, target, client_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_ts ON dedup (ts);
+CREATE TABLE IF NOT EXISTS members (
+    channel TEXT NOT NULL, username TEXT NOT NULL, PRIMARY KEY (channel, username)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reads (
     username TEXT NOT NULL, log TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (username, log)
@@ -85,6 +88,18 @@ class Name:
         self.name = name
 
 
+class Member:
+    """One queued membership change: who is in which channel, so that the memberships of
+    sessions a crash cut short can be ended (with their ``leave`` items) at the next start."""
+
+    __slots__ = ("channel", "joined", "username")
+
+    def __init__(self, channel: str, username: str, joined: bool) -> None:
+        self.channel = channel
+        self.username = username
+        self.joined = joined
+
+
 class SaveRead:
     """One queued read position; fires with the position stored."""
 
@@ -97,7 +112,7 @@ class SaveRead:
         self.deferred: Deferred[int] = Deferred()
 
 
-Entry = Append | Name | SaveRead
+Entry = Append | Name | Member | SaveRead
 # (entries, their outcomes, committed items by log, new floors by log)
 Committed = Callable[[list[Entry], list[Any], dict[str, list[LogItem]], dict[str, int]], None]
 Failed = Callable[[list[Entry], BaseException], None]
@@ -127,7 +142,7 @@ class Writer(Worker):
         self.clock_ms = clock_ms
         self.committed = committed
         self.failed = failed
-        self.unsaved_names: list[Name] = []  # retried with the next transaction
+        self.unsaved_names: list[Name | Member] = []  # retried with the next transaction
         self.transactions = 0  # append transactions committed (group commit makes it small)
         self.purged_at = 0
 
@@ -150,7 +165,7 @@ class Writer(Worker):
                 break
         group: list[Entry] = []
         for entry in batch:
-            if isinstance(entry, Append | Name | SaveRead):
+            if isinstance(entry, Append | Name | Member | SaveRead):
                 group.append(entry)
                 continue
             if group:
@@ -164,8 +179,8 @@ class Writer(Worker):
         return None
 
     def commit(self, connection: sqlite3.Connection, group: list[Entry]) -> None:
-        names = self.unsaved_names + [entry for entry in group if isinstance(entry, Name)]
-        entries = [entry for entry in group if not isinstance(entry, Name)]
+        names = self.unsaved_names + [e for e in group if isinstance(e, Name | Member)]
+        entries = [entry for entry in group if not isinstance(entry, Name | Member)]
         ts = self.clock_ms()
         new_last: dict[str, int] = {}
         batch_dedup: dict[tuple[str, str, str], tuple[int, int]] = {}
@@ -212,9 +227,12 @@ class Writer(Worker):
                     )
                     connection.execute("UPDATE logs SET floor = ? WHERE log = ?", (keep_from, key))
                 for name in names:
-                    connection.execute(
-                        f"INSERT OR IGNORE INTO {name.table} VALUES (?)", (name.name,)
-                    )
+                    if isinstance(name, Member):
+                        self._member(connection, name)
+                    else:
+                        connection.execute(
+                            f"INSERT OR IGNORE INTO {name.table} VALUES (?)", (name.name,)
+                        )
                 self._purge_dedup(connection, ts)
                 connection.execute("COMMIT")
             except BaseException:
@@ -252,6 +270,22 @@ class Writer(Worker):
         if found is not None and found[1] >= now - self.dedup_window_ms:
             return found
         return None
+
+    @staticmethod
+    def _member(connection: sqlite3.Connection, entry: Member) -> None:
+        if entry.joined:
+            connection.execute(
+                "INSERT OR IGNORE INTO members VALUES (?, ?)", (entry.channel, entry.username)
+            )
+        else:
+            connection.execute(
+                "DELETE FROM members WHERE channel = ? AND username = ?",
+                (entry.channel, entry.username),
+            )
+
+    @staticmethod
+    def memberships(connection: sqlite3.Connection) -> list[tuple[str, str]]:
+        return [(c, u) for c, u in connection.execute("SELECT channel, username FROM members")]
 
     @staticmethod
     def _save_read(connection: sqlite3.Connection, entry: SaveRead) -> int:
