@@ -122,6 +122,7 @@ async def test_channel_message_reaches_every_member_with_its_seq(client_factory)
             "channel": "general",
             "from": "alice",
             "content": "hello",
+            "client_id": ack["client_id"],  # the library gives every message one
             "seq": 3,
             "ts": ack["ts"],
         }
@@ -173,8 +174,21 @@ async def test_private_message_reaches_both_inboxes(client_factory) -> None:
     await within(bob.send(user="alice", content="first"))  # alice's inbox 1, bob's 1
     alice_feed, bob_feed = alice.messages(), bob.messages()
     ack = await within(alice.send(user="bob", content="psst"))
-    assert ack == {"channel": None, "seq": 2, "ts": ack["ts"], "duplicate": False}
-    sent = {"kind": "message", "channel": None, "from": "alice", "to": "bob", "content": "psst"}
+    assert ack == {
+        "channel": None,
+        "seq": 2,
+        "ts": ack["ts"],
+        "duplicate": False,
+        "client_id": ack["client_id"],
+    }
+    sent = {
+        "kind": "message",
+        "channel": None,
+        "from": "alice",
+        "to": "bob",
+        "content": "psst",
+        "client_id": ack["client_id"],
+    }
     assert await within(bob_feed.next()) == {**sent, "seq": 2, "ts": ack["ts"]}
     # [1.1] the sender's own copy, in its own inbox with that inbox's seq (the response's)
     assert await within(alice_feed.next()) == {**sent, "seq": 2, "ts": ack["ts"]}
