@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from chat.producers.pages import PAGES_PER_CONNECTION
 from tests.producer_harness import TWISTED_HIGH_WATER, Harness, SlowDiskStore
 
 
@@ -120,33 +119,42 @@ def test_appends_while_a_page_is_read_give_gaps_only_for_what_was_really_removed
     assert all(g[2] < 802 for g in gaps)  # nothing still retained was called a gap
 
 
-def test_a_connection_holds_at_most_its_page_slots_of_disk_pages() -> None:
+def test_a_feed_far_behind_in_many_channels_holds_one_disk_page() -> None:
     harness = slow_harness(manual=True)
     for n in range(10):
         harness.connect(f"p{n}").join(f"c{n}")
         for _ in range(200):
             harness.post(f"c{n}")
     reader = harness.connect("reader")
-    for fid in range(1, 11):
-        reader.open_feed(fid, since={f"c{n}": 0 for n in range(10)})
+    reader.open_feed(1, since={f"c{n}": 0 for n in range(10)})
     for n in range(10):
         reader.join(f"c{n}")
-    harness.settle()
-    assert len(harness.store.waiting) == PAGES_PER_CONNECTION
+    feed = reader.outbound.streams[1]
     for _ in range(2000):
-        held = sum(
-            1
-            for stream in reader.outbound.streams.values()
-            for cursor in stream.cursors.values()
-            if cursor.page is not None
-        )
-        assert held + len(harness.store.waiting) <= PAGES_PER_CONNECTION
+        held = sum(1 for cursor in feed.cursors.values() if cursor.page is not None)
+        assert held + len(harness.store.waiting) <= 1
         if not harness.store.serve():
             break
         harness.settle()
-    for fid in range(1, 11):
-        for n in range(10):
-            assert delivered(reader.items(fid), f"c{n}") == list(range(1, 203))
+    for n in range(10):
+        assert delivered(reader.items(1), f"c{n}") == list(range(1, 203))
+
+
+def test_streams_stalled_on_their_credit_never_starve_another_stream() -> None:
+    # A client may wait for one stream before granting another credit: each must progress.
+    harness = slow_harness()
+    harness.connect("poster").join("r")
+    for _ in range(300):
+        harness.post("r", "q" * 500)
+    reader = harness.connect("reader")
+    for fid in range(1, 41):
+        reader.open(fid, "history", {"channel": "r", "limit": 200, "before": 100}, credit=1)
+    reader.open_feed(50, credit=1, since={"r": 0})
+    reader.join("r")
+    harness.settle()
+    for fid in range(1, 41):
+        assert [i["seq"] for i in reader.items(fid)] == [1], fid  # each got its first item
+    assert [i["seq"] for i in reader.items(50)] == [1]
 
 
 def test_a_page_that_comes_back_empty_is_one_gap_not_a_loop_of_reads() -> None:

@@ -9,8 +9,8 @@ the source of truth.
 
 :class:`PagedStream` is the base: a subclass writes ``async def run()``, which calls
 :meth:`PagedStream.emit` with each page and awaits it (the await returns once the page is sent);
-when ``run`` returns, the stream completes. Pages that come from a store's disk hold one of the
-connection's page slots (:mod:`chat.producers.pages`) until they are sent.
+when ``run`` returns, the stream completes. A stream holds one page at a time (from memory or
+from a store's disk, at most 512 items / about 64 KiB of JSON), whatever its credit.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class StreamStopped(Exception):
 class PagedStream(StreamProducer):
     """Sends the pages its :meth:`run` emits, one at a time, then ``complete``."""
 
-    __slots__ = ("done", "holds_slot", "index", "page", "sent", "slot_free")
+    __slots__ = ("done", "index", "page", "sent")
 
     def __init__(self, outbound: StreamHost, interaction: Interaction) -> None:
         super().__init__(outbound, interaction)
@@ -50,8 +50,6 @@ class PagedStream(StreamProducer):
         self.index = 0
         self.sent: Deferred[None] | None = None  # fires when the page is sent
         self.done = False
-        self.holds_slot = False
-        self.slot_free: Deferred[None] | None = None  # fires when a page slot is ours
 
     def start(self) -> None:
         Deferred.fromCoroutine(self.run()).addCallbacks(self._ran, self._failed)
@@ -72,31 +70,8 @@ class PagedStream(StreamProducer):
             self.wake()
         return sent
 
-    async def page_slot(self) -> None:
-        """Wait for one of the connection's page slots (before reading a page from disk)."""
-        while not self.holds_slot:
-            if self.outbound.pages.take(self._slot_granted):
-                self.holds_slot = True
-            else:
-                self.slot_free = Deferred()
-                await self.slot_free
-            if self.stopped:
-                raise StreamStopped
-
-    def _slot_granted(self) -> None:
-        """The page slots wake us: our next ``take`` succeeds."""
-        free, self.slot_free = self.slot_free, None
-        if free is not None:
-            free.callback(None)
-
-    def give_back_slot(self) -> None:
-        if self.holds_slot:
-            self.holds_slot = False
-            self.outbound.pages.give_back()
-
     def _page_sent(self) -> None:
         self.page = ()
-        self.give_back_slot()
         sent, self.sent = self.sent, None
         if sent is not None:
             sent.callback(None)
@@ -136,12 +111,9 @@ class PagedStream(StreamProducer):
         return size
 
     def release(self) -> None:
-        self.give_back_slot()
-        self.outbound.pages.forget(self._slot_granted)
-        for waiter in (self.sent, self.slot_free):
-            if waiter is not None and not waiter.called:
-                waiter.errback(StreamStopped())
-        self.sent = self.slot_free = None
+        sent, self.sent = self.sent, None
+        if sent is not None and not sent.called:
+            sent.errback(StreamStopped())
 
 
 class ChannelsStream(PagedStream):
@@ -198,13 +170,11 @@ class LogPages:
     async def page(self, low: int, high: int) -> Sequence[LogItem]:
         """Items from ``low`` (or the oldest still retained after it) to at most ``high``.
 
-        From memory when the store holds them; else from disk, holding a page slot until
-        the stream has sent what it emits next.
+        From memory when the store holds them; else from disk.
         """
         limit = min(PAGE_ITEMS, high - low + 1)
         items = self.store.cached(self.log, low - 1, limit, PAGE_BYTES)
         if items is None:
-            await self.stream.page_slot()
             items = await self.store.read(self.log, low - 1, limit, PAGE_BYTES)
             if self.stream.stopped:
                 raise StreamStopped
@@ -217,7 +187,6 @@ async def scan(pages: LogPages, low: int, high: int, match: Match) -> list[int]:
     found: list[int] = []
     while low <= high:
         items = await pages.page(low, high)
-        pages.stream.give_back_slot()  # looked at, not kept
         if not items:
             break
         found.extend(item.seq for item in items if match(item.payload))
@@ -277,8 +246,6 @@ class HistoryStream(PagedStream):
             if payloads:
                 await self.emit(payloads[:left])
                 left -= len(payloads[:left])
-            else:
-                self.give_back_slot()
 
     async def _start_of_newest(self, match: Match) -> int:
         """The seq of the ``limit``-th newest match in ``low..high`` (``low`` if fewer)."""

@@ -1,18 +1,18 @@
-"""Pages read from a store's disk, bounded per connection.
+"""Slots for pages read from a store's disk: how many a holder may keep at once.
 
 A stream far behind its log reads it in pages (:data:`~chat.stores.interface.PAGE_BYTES` of
-JSON at most). A connection may hold at most :data:`PAGES_PER_CONNECTION` such pages at once,
-whatever its streams do: a client that opens many streams and stops reading makes the server
-hold a few pages and its cursors, never its backlog. A stream that finds no free slot waits;
-it is woken, in turn, when one is given back.
+JSON at most). A ``messages`` feed reads many logs, one cursor each; its cursors share one
+slot, so the feed holds one page at a time however many channels it is behind in. A cursor
+that finds the slot taken waits; it is woken, in turn, when the slot is given back.
+
+The slot belongs to the feed, not to the connection: a stream stalled on its own credit must
+never keep another stream of the same connection from its pages (a client that waits for one
+stream before granting another credit would deadlock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
-
-PAGES_PER_CONNECTION: Final = 4
 
 Wake = Callable[[], None]
 
@@ -26,7 +26,7 @@ class PageSlots:
 
     __slots__ = ("free", "granted", "size", "waiting")
 
-    def __init__(self, size: int = PAGES_PER_CONNECTION) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
         self.free = size
         self.waiting: dict[Wake, None] = {}  # an ordered set: first come, first woken
