@@ -21,3 +21,19 @@ def test_the_protocol_document_lists_every_close_the_server_sends() -> None:
     for close in CATALOGUE:
         assert str(int(close.code)) in document, close
         assert close.reason in document, close
+
+
+def test_every_transcript_in_the_protocol_document_is_what_the_server_sends() -> None:
+    """docs/transcripts.py captures each transcript from real servers and compares it with
+    docs/protocol.md (ignoring ts, ids and tokens); then runs the section 12 clients."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "transcripts.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 failed" in result.stdout, result.stdout[-4000:]
