@@ -69,6 +69,7 @@ FULL: dict[str, dict[str, Any]] = {
     "ingest": {
         "publishers": 100,
         "window": 10,  # requests in flight per publisher
+        "chat_stores": ["memory", "sqlite"],  # the chat server again on SQLite (--sync full)
         "duration": 10.0,
         "drain_timeout": 10.0,
         "setup_timeout": 60.0,

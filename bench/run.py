@@ -103,7 +103,20 @@ class Run:
         self.save()
 
     def ingest(self) -> None:
+        """Every target on memory; then the chat server on SQLite (``--sync full``, its default,
+        passed explicitly), on a fresh file: the store's cost per append against memory's."""
         self.simple("ingest")
+        if "chat" in self.targets("ingest") and "sqlite" in self.params["ingest"]["chat_stores"]:
+            saved = self.args.chat_arg
+            self.args.chat_arg = [*saved, "--sync", "full"]
+            try:
+                p = {**self.params["ingest"], "store": "sqlite"}
+                self.results["ingest_sqlite"] = {
+                    "chat": self.one("chat", "ingest", "ingest-sqlite", p)
+                }
+            finally:
+                self.args.chat_arg = saved
+            self.save()
 
     def idle(self) -> None:
         self.simple("idle")

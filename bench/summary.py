@@ -98,6 +98,25 @@ def summary(report: dict[str, Any]) -> str:
                 )
                 + " |"
             )
+        sqlite = (res.get("ingest_sqlite") or {}).get("chat")
+        if sqlite is not None:
+            memory = (res["ingest"].get("chat") or {}).get("acks_per_s")
+            ratio = (
+                f" (÷ memory {sqlite['acks_per_s'] / memory:.2f})"
+                if memory and sqlite.get("acks_per_s")
+                else ""
+            )
+            lines.append(
+                f"| {NAMES['chat']}, SQLite --sync full | "
+                + (
+                    _fail(sqlite)
+                    or (
+                        f"{_n(sqlite.get('acks_per_s'))}{ratio} | {sqlite.get('errors')} | "
+                        f"{_n(sqlite.get('server_cpu_pct'))}% | {_cpu(sqlite)}{_noise(sqlite)}"
+                    )
+                )
+                + " |"
+            )
         lines.append("")
     if "stalled" in res:
         lines += [

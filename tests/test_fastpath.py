@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -42,6 +43,7 @@ class Recorder:
         self.protocol = protocol
         self.received: list[bytes] = []
         self.closing = False
+        self.outbound = SimpleNamespace(bytes_written=0)  # read by the keepalive's bookkeeping
 
     def text_received(self, payload: bytes | str) -> None:
         assert not self.closing, "a payload was handed in after the close decision"

@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from chat.producers.listing import NAMES_PER_PAGE
 from chat.protocol.errors import ErrorCode
+from chat.stores.memory import MemoryLogStore
 from tests.producer_harness import TWISTED_HIGH_WATER, Harness, seqs_of
 
 # --- Outbound: one producer for the transport --------------------------------------------
@@ -85,6 +86,34 @@ def test_feed_delivers_in_seq_order_per_log() -> None:
     assert [i["content"] for i in items if i["channel"] is None] == [f"p{n}" for n in range(5)]
     general = [i for i in items if i["channel"] == "general"]
     assert general[0] == {**general[0], "kind": "join", "from": "alice"}
+
+
+class ForgetfulStore(MemoryLogStore):
+    """Claims items in its memory and then hands back none: a store bug the feed must survive."""
+
+    forgetful = False
+
+    def cached(self, log: str, after: int, limit: int, max_bytes: int = 1 << 20) -> Any:
+        return [] if self.forgetful else super().cached(log, after, limit, max_bytes)
+
+
+def test_a_store_that_hands_back_nothing_never_spins_the_flush() -> None:
+    store = ForgetfulStore()
+    harness = Harness(store=store)
+    conn = harness.connect("alice")
+    conn.open_feed(1)
+    conn.join("general")
+    harness.settle()
+    store.forgetful = True
+    harness.post("general", "lost for now")
+    harness.settle()  # raises if the feed keeps asking: "a stream that never rests"
+    store.forgetful = False
+    harness.post("general", "found")
+    harness.settle()
+    assert [i["content"] for i in conn.items(1) if i["kind"] == "message"] == [
+        "lost for now",
+        "found",
+    ]
 
 
 def test_feed_items_are_the_stored_bytes_framed_without_reencoding() -> None:

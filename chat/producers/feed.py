@@ -8,9 +8,18 @@ recipient. Logs wake the cursors that listen to them; a woken feed reads what is
 from the store's memory (:meth:`~chat.stores.interface.ILogStore.cached`), frames it, and hands
 it to its connection.
 
+In a fan-out, hundreds of feeds read the same new items from the same position in one flush.
+What such a read produces depends only on the log, the position, the credit allowed, the byte
+budget and the interaction id — when the cursor is *shareable* (:meth:`Cursor.shareable`) — so
+the first feed's result (the framed chunk, the count, the new position) is kept for the rest
+of the flush (:attr:`~chat.producers.outbound.FlushScheduler.runs`) and every other feed
+reuses it: one lookup per delivery instead of a read, a frame and a join. The logs do not move
+during a flush (nothing appends from inside a ``produce``), so a kept run stays exact.
+
 A cursor further behind than the store's memory reads the log from disk, a page at a time
-(:meth:`Cursor.load`), holding one of its connection's page slots
-(:mod:`chat.producers.pages`) while the page is consumed. The rules that make this correct by
+(:meth:`Cursor.load`); a feed holds one such page at a time for all its cursors
+(:class:`~chat.producers.pages.PageSlots` of one), so a feed far behind in a hundred
+channels holds one page, not a hundred. The rules that make this correct by
 construction:
 
 - *where the items are* is decided by seqs only: a cursor has caught up when its position is
@@ -29,6 +38,7 @@ from collections.abc import Mapping, Sequence
 
 from zope.interface import implementer
 
+from chat.producers.pages import PageSlots
 from chat.producers.stream import StreamHost, StreamProducer
 from chat.protocol.errors import ErrorCode
 from chat.protocol.frames import encode_json
@@ -85,10 +95,12 @@ class Cursor:
         self.vanished = 0  # a page read here came back empty: seqs up to this one are gone
 
     def wake(self) -> None:
-        pending = self.feed.pending
+        feed = self.feed
+        pending = feed.pending
         if self not in pending:  # else the feed is queued already, or paused, or out of credit
             pending[self] = None
-            self.feed.wake()
+            if not (feed.queued or feed.stopped or feed.paused):  # StreamProducer.wake, inline:
+                feed.outbound.ready(feed)  # this runs once per delivery
 
     def open_segment(self, start: int) -> None:
         if not self.segments:
@@ -106,13 +118,25 @@ class Cursor:
     def following(self) -> bool:
         return bool(self.segments) and self.segments[-1][1] is None
 
+    def shareable(self) -> bool:
+        """Whether what this cursor reads next depends on its log and position only: one
+        open-ended segment, no page of its own, nothing seen to vanish from here on."""
+        segments = self.segments
+        return (
+            len(segments) == 1
+            and segments[0][1] is None
+            and self.page is None
+            and not self.loading
+            and self.vanished < self.position
+        )
+
     def stop(self) -> None:
         """The feed ended: stop listening, give back the page."""
         if self.listening:
             self.feed.store.unlisten(self.log, self.wake)
             self.listening = False
         self.drop_page()
-        self.feed.outbound.pages.forget(self.wake)
+        self.feed.pages.forget(self.wake)
 
     # Pages from disk
 
@@ -120,7 +144,7 @@ class Cursor:
         """Read a page of the log at the position; wake when it is here."""
         if self.loading:
             return
-        if not self.feed.outbound.pages.take(self.wake):
+        if not self.feed.pages.take(self.wake):
             return  # the connection holds its pages already: woken when a slot is free
         self.loading = True
         asked = self.position
@@ -132,14 +156,14 @@ class Cursor:
             if not items and self.position == asked:
                 self.vanished = last  # the store lost them: one gap, not a loop of reads
             if self.feed.stopped or not items or items[-1].seq < self.position:
-                self.feed.outbound.pages.give_back()  # moot by now
+                self.feed.pages.give_back()  # moot by now
             else:
                 self.page, self.page_start = items, 0
             self.wake()
 
         def failed(reason: object) -> None:
             self.loading = False
-            self.feed.outbound.pages.give_back()
+            self.feed.pages.give_back()
             self.feed.fail(ErrorCode.INTERNAL, f"the store could not read {self.log}")
 
         self.feed.store.read(self.log, asked - 1, PAGE_ITEMS, PAGE_BYTES).addCallbacks(
@@ -172,14 +196,14 @@ class Cursor:
         if self.page is not None:
             self.page = None
             self.page_start = 0
-            self.feed.outbound.pages.give_back()
+            self.feed.pages.give_back()
 
 
 @implementer(IMembershipListener)
 class FeedStream(StreamProducer):
     """The live feed of one session (route ``messages``)."""
 
-    __slots__ = ("cursors", "inbox", "pending", "since", "store")
+    __slots__ = ("cursors", "inbox", "pages", "pending", "since", "store")
 
     def __init__(
         self,
@@ -194,6 +218,7 @@ class FeedStream(StreamProducer):
         self.since = dict(since)
         self.cursors: dict[str, Cursor] = {}
         self.pending: dict[Cursor, None] = {}  # cursors that may have items; an ordered set
+        self.pages = PageSlots(1)  # the one page from disk this feed may hold
         inbox = self.inbox = Cursor(self, inbox_log(username), None)
         start = self.since.pop(INBOX_KEY, None)
         last = store.last_seq(inbox.log)
@@ -224,23 +249,43 @@ class FeedStream(StreamProducer):
     def produce(self, out: list[bytes], budget: int) -> int:
         if self.paused or self.stopped:
             return 0
-        size = 0
+        size = sent = 0
         pending = self.pending
+        runs = self.outbound.runs
+        interaction = self.interaction
         while pending and size < budget:
-            allowed = self.allowance(READ_BATCH)
+            credit = interaction.credit
+            allowed = READ_BATCH if credit is None else min(READ_BATCH, credit)
             if allowed == 0:
-                return size  # request_n wakes us; the pending cursors stay pending
+                break  # request_n wakes us; the pending cursors stay pending
             cursor = next(iter(pending))
             del pending[cursor]
-            added, count, more = self._read(cursor, out, allowed, budget - size)
+            if cursor.shareable():
+                key = (cursor.log, cursor.position, allowed, budget - size, interaction.prefix)
+                run = runs.get(key)
+                if run is None:
+                    mark = len(out)
+                    added, count, more = self._read(cursor, out, allowed, budget - size)
+                    if count and cursor.page is None and not cursor.loading:
+                        runs[key] = (tuple(out[mark:]), added, count, cursor.position, more)
+                else:
+                    chunks, added, count, cursor.position, more = run
+                    out.extend(chunks)
+            else:
+                added, count, more = self._read(cursor, out, allowed, budget - size)
             size += added
-            self.spend(count)
+            sent += count
+            if credit is not None:
+                interaction.credit = credit - count
             if more:
                 pending[cursor] = None  # round-robin: back of the line
             if self.stopped:
-                return size
-        if pending and self.allowance(1):
-            self.wake()
+                break
+        else:
+            if pending and self.allowance(1):
+                self.wake()
+        if sent:
+            self.outbound.delivered(sent)
         return size
 
     def _read(
@@ -275,15 +320,16 @@ class FeedStream(StreamProducer):
                 if items is None:
                     cursor.load()
                     return size, count, False  # the load (or a free page slot) wakes it
-            if not items:
-                break
+            if not items:  # the store holds nothing here after all: wait for an append
+                return size, count, False  # (never "more": that would spin this loop)
             if items[0].seq > position:  # removed while the page was read: say so, then go on
                 last_missing = items[0].seq - 1 if end is None else min(items[0].seq - 1, end)
                 size += self._gap(cursor, out, last_missing)
                 count += 1
                 continue
             items = _within_budget(items, budget - size)
-            chunk = self._framed(log, items)
+            frame_item = self.frame_item
+            chunk = b"".join([frame_item(item.payload) for item in items])
             out.append(chunk)
             size += len(chunk)
             count += len(items)
@@ -301,17 +347,6 @@ class FeedStream(StreamProducer):
         out.append(frame)
         cursor.position = last_missing + 1
         return len(frame)
-
-    def _framed(self, log: str, items: Sequence[LogItem]) -> bytes:
-        """The ``next`` frames of ``items`` for this interaction, joined; shared per flush."""
-        prefix = self.interaction.prefix
-        key = (log, items[0].seq, items[-1].seq, prefix)
-        frames = self.outbound.frames
-        chunk = frames.get(key)
-        if chunk is None:
-            frame_item = self.frame_item
-            chunk = frames[key] = b"".join([frame_item(item.payload) for item in items])
-        return chunk
 
     def release(self) -> None:
         self.inbox.stop()

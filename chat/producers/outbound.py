@@ -24,8 +24,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from zope.interface import implementer
 
-from chat.producers.pages import PageSlots
-from chat.producers.stream import StreamProducer
+from chat.producers.stream import Run, RunKey, StreamProducer
 from chat.protocol.errors import ErrorCode
 from chat.protocol.interactions import Interaction, Interactions
 from chat.protocol.wsframe import text_frame
@@ -40,16 +39,17 @@ class FlushScheduler:
     Everything that arrives in one turn (many messages read from many sockets) is written in
     the next, so a connection gets one write carrying all its new frames.
 
-    ``frames`` caches, for the length of one run, the framed bytes of a run of log items for
-    one interaction id: subscribers at the same position with the same feed id (the common
-    case in a fan-out) share one joined chunk instead of framing every item again.
+    ``runs`` keeps, for the length of one run, what a feed read from a log at a position
+    (:mod:`chat.producers.feed`): subscribers at the same position with the same feed id (the
+    common case in a fan-out) reuse the first one's framed chunk instead of reading and
+    framing the items again.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.dirty: dict[Outbound, None] = {}
         self.scheduled = False
-        self.frames: dict[tuple[str, int, int, bytes], bytes] = {}
+        self.runs: dict[RunKey, Run] = {}
         self.deliveries = 0  # `next` frames written by every stream, since start
         self.bytes_written = 0
 
@@ -66,7 +66,7 @@ class FlushScheduler:
             for outbound in dirty:
                 outbound.flush()
         finally:
-            self.frames.clear()
+            self.runs.clear()
 
 
 @implementer(IPushProducer)
@@ -74,17 +74,16 @@ class Outbound:
     """All outbound traffic of one connection, and its producer towards the transport."""
 
     __slots__ = (
-        "_pages",
         "bytes_written",
         "closed",
         "control",
-        "frames",
         "interactions",
         "pause_reading",
         "paused",
         "pauses",
         "queue",
         "resume_reading",
+        "runs",
         "scheduler",
         "streams",
         "write",
@@ -101,7 +100,7 @@ class Outbound:
         self.interactions = interactions
         self.write = write
         self.scheduler = scheduler
-        self.frames = scheduler.frames
+        self.runs = scheduler.runs
         self.pause_reading = pause_reading
         self.resume_reading = resume_reading
         self.streams: dict[int, StreamProducer] = {}
@@ -109,16 +108,8 @@ class Outbound:
         self.control: list[bytes] = []
         self.paused = False
         self.closed = False
-        self._pages: PageSlots | None = None  # made when a stream first reads from disk
         self.pauses = 0  # how often the transport paused us (observability and tests)
         self.bytes_written = 0
-
-    @property
-    def pages(self) -> PageSlots:
-        """The connection's slots for pages read from disk."""
-        if self._pages is None:
-            self._pages = PageSlots()
-        return self._pages
 
     # IPushProducer, called by the transport
 
@@ -165,8 +156,10 @@ class Outbound:
 
     def ready(self, stream: StreamProducer) -> None:
         stream.queued = True
-        self.queue.append(stream)
-        self.scheduler.schedule(self)
+        queue = self.queue
+        queue.append(stream)
+        if len(queue) == 1:  # else scheduled already, or paused (resuming schedules)
+            self.scheduler.schedule(self)
 
     def finish(self, stream: StreamProducer) -> None:
         self._end(stream, self.interactions.complete(stream.interaction))

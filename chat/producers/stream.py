@@ -15,20 +15,21 @@ from typing import Protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from chat.producers.pages import PageSlots
 from chat.protocol.errors import ErrorCode
 from chat.protocol.frames import next_frame
 from chat.protocol.interactions import Interaction
+
+# What a feed read from one log, kept for the rest of a flush (chat.producers.feed):
+# (log, position, items allowed, byte budget, interaction prefix) ->
+# (the frames' chunks, their bytes, the items framed, the position after, whether more is ready)
+RunKey = tuple[str, int, int, int, bytes]
+Run = tuple[tuple[bytes, ...], int, int, int, bool]
 
 
 class StreamHost(Protocol):
     """What a stream needs from its connection: the :class:`chat.producers.outbound.Outbound`."""
 
-    frames: dict[tuple[str, int, int, bytes], bytes]  # framed item runs, shared per flush
-
-    @property
-    def pages(self) -> PageSlots:
-        """The connection's slots for pages read from disk."""
+    runs: dict[RunKey, Run]  # log reads shared per flush
 
     def ready(self, stream: StreamProducer) -> None: ...
 

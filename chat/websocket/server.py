@@ -8,7 +8,8 @@ and UTF-8 validity (1007) itself.
 
 Writing: the connection writes frames through :meth:`ServerProtocol.write_frames`, which drops
 them once the WebSocket is no longer open (a close frame was sent or received): a close frame
-is always the last frame on the wire.
+is always the last frame on the wire. It sends at once when the transport has nothing unsent
+(:func:`chat.websocket._twisted.write_through`) instead of waiting for the reactor's next poll.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from chat.connection import ChatConnection, Node
 from chat.protocol.closes import BINARY_MESSAGE, Disconnect
 from chat.web.origins import origin_allowed
 from chat.websocket import _autobahn as ab
+from chat.websocket._twisted import write_through
 
 SUBPROTOCOL: Final = "chat.v1.json"
 CLOSE_TIMEOUT: Final = 5  # seconds; Autobahn rounds its timers down to whole seconds
@@ -67,7 +69,7 @@ class ServerProtocol(WebSocketServerProtocol):
     def write_frames(self, data: bytes) -> None:
         """The connection's only way out: nothing is written once the WebSocket is not open."""
         if ab.is_open(self):
-            self.transport.write(data)  # type: ignore[union-attr]
+            write_through(self.transport, data)
 
     def send_close(self, disconnect: Disconnect) -> None:
         """Send the close frame (``sendClose`` refuses codes other than 1000 and 3000-4999)."""

@@ -27,6 +27,7 @@ from chat.stores.interface import Appended, LogItem
 from chat.stores.sqlite._threads import Job, Stop, Worker
 
 MAX_BATCH: Final = 4_096  # entries per transaction at most
+ROWS_PER_INSERT: Final = 256  # items per INSERT statement at most (a power of two)
 DEDUP_PURGE_SECONDS: Final = 60.0  # how often expired dedup records are deleted
 
 SCHEMA: Final = """
@@ -55,6 +56,32 @@ CREATE TABLE IF NOT EXISTS reads (
     PRIMARY KEY (username, log)
 ) WITHOUT ROWID;
 """
+
+
+def _insert_items_sql(rows: int) -> str:
+    return "INSERT INTO items VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
+
+
+_INSERT_ITEMS = {1 << i: _insert_items_sql(1 << i) for i in range(ROWS_PER_INSERT.bit_length())}
+
+
+def insert_items(connection: sqlite3.Connection, values: list[Any]) -> None:
+    """Insert item rows given as one flat list of (log, seq, ts, payload) values.
+
+    Why not ``executemany``: it releases the GIL around every row's ``sqlite3_step`` and takes
+    it back after, and each time it has to wait for the reactor thread to let go of it. One
+    statement per up to :data:`ROWS_PER_INSERT` rows (in power-of-two sizes, so that a few
+    statements are ever prepared) takes the GIL back a few times per commit instead of once per
+    item, which is what slowed the reactor down under load.
+    """
+    rows = len(values) // 4
+    done = 0
+    size = ROWS_PER_INSERT
+    while done < rows:
+        while size > rows - done:
+            size //= 2
+        connection.execute(_INSERT_ITEMS[size], values[done * 4 : (done + size) * 4])
+        done += size
 
 
 def with_seq(body: bytes, seq: int, ts: int) -> bytes:
@@ -189,7 +216,7 @@ class Writer(Worker):
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                rows = []
+                values: list[Any] = []  # item rows, flattened (insert_items)
                 dedup_rows = []
                 for entry in entries:
                     if isinstance(entry, SaveRead):
@@ -204,7 +231,7 @@ class Writer(Worker):
                         seq = (new_last.get(log) or self.last.get(log, 0)) + 1
                         new_last[log] = seq
                         payload = with_seq(entry.body, seq, ts)
-                        rows.append((log, seq, ts, payload))
+                        values += (log, seq, ts, payload)
                         items.setdefault(log, []).append(LogItem(seq, payload))
                         first_seq = first_seq or seq
                     if entry.dedup is not None:
@@ -212,7 +239,7 @@ class Writer(Worker):
                         dedup_rows.append((*entry.dedup, first_seq, ts))
                     outcomes.append(Appended(first_seq, ts))
                 trims = self._trims(new_last)
-                connection.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", rows)
+                insert_items(connection, values)
                 connection.executemany(
                     "INSERT INTO logs VALUES (?, ?, 1) "
                     "ON CONFLICT (log) DO UPDATE SET last = excluded.last",
