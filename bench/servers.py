@@ -106,10 +106,14 @@ def chat_command(
 
     The backlog goes into the endpoint string (``backlog=``, Twisted's own syntax), which any
     commit of the server accepts, so ``--chat-commit`` of an older tree listens the same way.
+
+    ``--message-rate 0``: the per-connection message rate limit is off, as the baselines have
+    none. One publisher connection of the fan-out scenario sends more than the default
+    20,000 messages/s; refused messages would make the run measure the limit, not delivery.
     """
     cmd = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "chat"]
     cmd += ["--listen", f"tcp:{port}:interface=127.0.0.1:backlog={backlog}"]
-    cmd += ["--store", store]
+    cmd += ["--store", store, "--message-rate", "0"]
     if retention is not None:
         cmd += ["--retention", str(retention)]
     return cmd + extra

@@ -35,6 +35,12 @@ def _cpu(r: dict[str, Any]) -> str:
     return "+".join(parts) + "%" if parts else "—"
 
 
+def _refused(r: dict[str, Any]) -> str:
+    """Publishes the server answered with an error (a rate limit, say): never silent."""
+    errors = r.get("publisher_errors")
+    return f" ({errors:,} publishes refused)" if errors else ""
+
+
 def _noise(r: dict[str, Any]) -> str:
     """A warning when other processes used much CPU during the measurement."""
     others = r.get("others_cpu_pct")
@@ -68,6 +74,7 @@ def summary(report: dict[str, Any]) -> str:
                     or (
                         f"{_n(r.get('deliveries_per_s'))}"
                         f"{'' if r.get('complete') else ' (INCOMPLETE)'}"
+                        f"{_refused(r)}"
                         f" — server CPU {_n(r.get('server_cpu_pct'))}%, load CPU {_cpu(r)}"
                         f"{_noise(r)}"
                     )
