@@ -347,6 +347,7 @@ class ChatServerService(Service):
             for connection in list(node.connections):
                 connection.connection_lost()
             node.service.end_all()
+            node.throttle.flush()  # say how many client-caused lines were held back
             d: Deferred[None] = maybeDeferred(self.backend.stop)
             return d.addBoth(lambda _: node.service.store.close())
 

@@ -575,3 +575,44 @@ async def test_client_caused_log_lines_are_throttled() -> None:
     finally:
         globalLogPublisher.removeObserver(observer)
         await stop_server(server)
+
+
+def bad_websocket_client(port: int) -> None:
+    """Upgrade, send an unmasked text frame (RFC 6455: the server must fail the connection),
+    read the close frame, and go."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(
+            (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat.v1.json\r\n\r\n").encode()
+        )  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        sock.sendall(b"\x81\x05hello")  # no mask bit
+        sock.recv(4096)  # the close frame (1002)
+
+
+@ensure
+async def test_the_lines_autobahn_writes_about_bad_clients_are_throttled() -> None:
+    server = await start_server(Settings(store="memory"))
+    port = server.port.getHost().port
+    events: list[dict[str, Any]] = []
+    observer: Callable[[dict[str, Any]], None] = events.append
+    globalLogPublisher.addObserver(observer)
+
+    def flood() -> None:
+        for _ in range(80):
+            bad_websocket_client(port)
+
+    try:
+        await within(deferToThread(flood), 60)
+        failing = [e for e in events if "failing WebSocket" in str(e.get("log_format"))]
+        assert 20 <= len(failing) < 80  # a burst of 20, then 1 a second
+        server.node.throttle.flush()
+        report = [e for e in events if e.get("log_throttled")]
+        assert [e["key"] for e in report] == ["ws.autobahn"]
+        assert report[0]["count"] == 80 - len(failing)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await stop_server(server)

@@ -55,3 +55,45 @@ def wait_for_pong_again(
 
 def transport_of(protocol: WebSocketServerProtocol) -> Any:
     return protocol.transport
+
+
+class ThrottledLog:
+    """Autobahn's protocol logger (a txaio ``Logger``, the ``log`` attribute of its protocols)
+    with every line from ``info`` up asking ``allow()`` first.
+
+    Why: Autobahn logs on its own, once per connection, what a client did wrong ("failing
+    WebSocket connection (code=1002): unmasked client-to-server frame", a failed opening
+    handshake, a pong nobody asked for): a client that opens connections in a loop and sends
+    bad bytes would write those lines as fast as it can connect. ``debug`` and ``trace`` (off
+    unless txaio's level says otherwise) pass through unchanged; every method is looked up on
+    the txaio logger at each call, so a change of txaio's log level still takes effect.
+    """
+
+    __slots__ = ("_allow", "_inner")
+
+    def __init__(self, inner: Any, allow: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._allow = allow
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        if self._allow():
+            self._inner.info(*args, **kwargs)
+
+    def warn(self, *args: Any, **kwargs: Any) -> None:
+        if self._allow():
+            self._inner.warn(*args, **kwargs)
+
+    def error(self, *args: Any, **kwargs: Any) -> None:
+        if self._allow():
+            self._inner.error(*args, **kwargs)
+
+    def critical(self, *args: Any, **kwargs: Any) -> None:
+        if self._allow():
+            self._inner.critical(*args, **kwargs)
+
+    def failure(self, *args: Any, **kwargs: Any) -> None:
+        if self._allow():
+            self._inner.failure(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # debug, trace, emit, set_log_level, ...
+        return getattr(self._inner, name)

@@ -32,6 +32,8 @@ from chat.websocket import _autobahn as ab
 from chat.websocket._twisted import write_through
 
 SUBPROTOCOL: Final = "chat.v1.json"
+UNTHROTTLED_LOG: Final = WebSocketServerProtocol.log  # Autobahn's txaio logger of the class
+AUTOBAHN_LOG_KEY: Final = "ws.autobahn"  # the throttle's key for the lines Autobahn writes
 CLOSE_TIMEOUT: Final = 5  # seconds; Autobahn rounds its timers down to whole seconds
 
 
@@ -41,6 +43,12 @@ class ServerProtocol(WebSocketServerProtocol):
     factory: ServerFactory
     connection: ChatConnection | None = None
     written_when_heard = 0  # the connection's bytes written when the client last sent data
+
+    @property
+    def log(self) -> Any:
+        """Autobahn's own log lines, throttled (:class:`chat.websocket._autobahn.ThrottledLog`)."""
+        factory = getattr(self, "factory", None)
+        return UNTHROTTLED_LOG if factory is None else factory.protocol_log
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         settings = self.factory.node.settings
@@ -172,6 +180,9 @@ class ServerFactory(WebSocketServerFactory):
     def __init__(self, node: Node) -> None:
         super().__init__()
         self.node = node
+        self.protocol_log = ab.ThrottledLog(
+            UNTHROTTLED_LOG, lambda: node.throttle.allow(AUTOBAHN_LOG_KEY)
+        )
         settings = node.settings
         self.setProtocolOptions(
             maxFramePayloadSize=settings.max_frame_size,
