@@ -75,6 +75,9 @@ class ThrottledLog:
         self._inner = inner
         self._allow = allow
 
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        self._inner.debug(*args, **kwargs)  # on every read: not through __getattr__
+
     def info(self, *args: Any, **kwargs: Any) -> None:
         if self._allow():
             self._inner.info(*args, **kwargs)
@@ -95,5 +98,5 @@ class ThrottledLog:
         if self._allow():
             self._inner.failure(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:  # debug, trace, emit, set_log_level, ...
+    def __getattr__(self, name: str) -> Any:  # trace, emit, set_log_level, ...
         return getattr(self._inner, name)

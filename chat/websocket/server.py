@@ -44,12 +44,6 @@ class ServerProtocol(WebSocketServerProtocol):
     connection: ChatConnection | None = None
     written_when_heard = 0  # the connection's bytes written when the client last sent data
 
-    @property
-    def log(self) -> Any:
-        """Autobahn's own log lines, throttled (:class:`chat.websocket._autobahn.ThrottledLog`)."""
-        factory = getattr(self, "factory", None)
-        return UNTHROTTLED_LOG if factory is None else factory.protocol_log
-
     def onConnect(self, request: ConnectionRequest) -> str | None:
         settings = self.factory.node.settings
         origin = request.origin or None
@@ -193,6 +187,12 @@ class ServerFactory(WebSocketServerFactory):
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
         )
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol: Any = super().buildProtocol(addr)
+        if protocol is not None:
+            protocol.log = self.protocol_log  # Autobahn's own lines, throttled (ThrottledLog)
+        return protocol
 
 
 def websocket_resource(node: Node) -> IResource:
