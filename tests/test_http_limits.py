@@ -551,8 +551,12 @@ async def test_allowed_hosts_refuse_any_other_host_with_421() -> None:
 # Log lines clients cause are throttled
 
 
-@ensure
-async def test_client_caused_log_lines_are_throttled() -> None:
+async def assert_flood_is_throttled(
+    client: Callable[[int], None], times: int, line: str, key: str, throttle: Callable[[Any], Any]
+) -> None:
+    """Run ``client(port)`` ``times`` times against a fresh server: lines containing ``line``
+    are written for the throttle's burst of 20, then about 1 a second, and the report of the
+    throttle (``throttle(server)``) names ``key`` with the count of every line held back."""
     server = await start_server(Settings(store="memory"))
     port = server.port.getHost().port
     events: list[dict[str, Any]] = []
@@ -560,21 +564,31 @@ async def test_client_caused_log_lines_are_throttled() -> None:
     globalLogPublisher.addObserver(observer)
 
     def flood() -> None:
-        for _ in range(120):
-            exchange(port, request("GET", "/", port, "Content-Length: 1", body=b"x"))
+        for _ in range(times):
+            client(port)
 
     try:
         await within(deferToThread(flood), 60)
-        site = limits_of(server).site
-        refused = [e for e in events if "refused" in str(e.get("log_format"))]
-        assert 20 <= len(refused) < 120  # a burst of 20, then 1 a second
-        site.throttle.flush()
+        written = [e for e in events if line in str(e.get("log_format"))]
+        assert 20 <= len(written) < times  # a burst of 20, then 1 a second
+        throttle(server).flush()
         report = [e for e in events if e.get("log_throttled")]
-        assert [e["key"] for e in report] == ["http.413"]
-        assert report[0]["count"] == 120 - len(refused)
+        assert [e["key"] for e in report] == [key]
+        assert report[0]["count"] == times - len(written)
     finally:
         globalLogPublisher.removeObserver(observer)
         await stop_server(server)
+
+
+def oversized_get(port: int) -> None:
+    exchange(port, request("GET", "/", port, "Content-Length: 1", body=b"x"))
+
+
+@ensure
+async def test_client_caused_log_lines_are_throttled() -> None:
+    await assert_flood_is_throttled(
+        oversized_get, 120, "refused", "http.413", lambda server: limits_of(server).site.throttle
+    )
 
 
 def bad_websocket_client(port: int) -> None:
@@ -595,24 +609,6 @@ def bad_websocket_client(port: int) -> None:
 
 @ensure
 async def test_the_lines_autobahn_writes_about_bad_clients_are_throttled() -> None:
-    server = await start_server(Settings(store="memory"))
-    port = server.port.getHost().port
-    events: list[dict[str, Any]] = []
-    observer: Callable[[dict[str, Any]], None] = events.append
-    globalLogPublisher.addObserver(observer)
-
-    def flood() -> None:
-        for _ in range(80):
-            bad_websocket_client(port)
-
-    try:
-        await within(deferToThread(flood), 60)
-        failing = [e for e in events if "failing WebSocket" in str(e.get("log_format"))]
-        assert 20 <= len(failing) < 80  # a burst of 20, then 1 a second
-        server.node.throttle.flush()
-        report = [e for e in events if e.get("log_throttled")]
-        assert [e["key"] for e in report] == ["ws.autobahn"]
-        assert report[0]["count"] == 80 - len(failing)
-    finally:
-        globalLogPublisher.removeObserver(observer)
-        await stop_server(server)
+    await assert_flood_is_throttled(
+        bad_websocket_client, 80, "failing WebSocket", "ws.autobahn", lambda s: s.node.throttle
+    )

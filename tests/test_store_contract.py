@@ -29,10 +29,10 @@ from twisted.internet.defer import Deferred, gatherResults
 from zope.interface.verify import verifyObject
 
 from chat.protocol.frames import encode_json
-from chat.stores._cached import SHORT_PAGE
 from chat.stores.interface import (
     PAGE_BYTES,
     PAGE_ITEMS,
+    SHORT_PAGE,
     Appended,
     Dedup,
     ILogStore,

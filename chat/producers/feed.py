@@ -45,24 +45,19 @@ from chat.protocol.frames import encode_json
 from chat.protocol.interactions import Interaction
 from chat.protocol.items import gap_item
 from chat.service.interfaces import IMembershipListener
-from chat.stores.interface import PAGE_BYTES, PAGE_ITEMS, ILogStore, LogItem, channel_log, inbox_log
+from chat.stores.interface import (
+    PAGE_BYTES,
+    PAGE_ITEMS,
+    ILogStore,
+    LogItem,
+    channel_log,
+    inbox_log,
+    within_bytes,
+)
 
 INBOX_KEY = "@"
 READ_BATCH = 64  # items read from memory per turn of one cursor
 FRAME_OVERHEAD = 40  # WebSocket header + `{"type":"next","id":N,"data":` + `}`, about
-TRIM_FROM = 8  # shorter runs are sent whole (the live case): at most 8 items over budget
-
-
-def _within_budget(items: Sequence[LogItem], budget: int) -> Sequence[LogItem]:
-    """The first items whose frames fit ``budget`` bytes (at least one)."""
-    if len(items) <= TRIM_FROM:
-        return items
-    total = 0
-    for index, item in enumerate(items):
-        total += len(item.payload) + FRAME_OVERHEAD
-        if total >= budget:
-            return items[: index + 1]
-    return items
 
 
 class Cursor:
@@ -253,6 +248,8 @@ class FeedStream(StreamProducer):
         pending = self.pending
         runs = self.outbound.runs
         interaction = self.interaction
+        # allowance() and spend() of StreamProducer, inlined: this loop runs once per cursor
+        # per delivery in a fan-out, and `delivered` is reported once per produce.
         while pending and size < budget:
             credit = interaction.credit
             allowed = READ_BATCH if credit is None else min(READ_BATCH, credit)
@@ -327,7 +324,7 @@ class FeedStream(StreamProducer):
                 size += self._gap(cursor, out, last_missing)
                 count += 1
                 continue
-            items = _within_budget(items, budget - size)
+            items = within_bytes(items, budget - size, FRAME_OVERHEAD)
             frame_item = self.frame_item
             chunk = b"".join([frame_item(item.payload) for item in items])
             out.append(chunk)

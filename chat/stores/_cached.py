@@ -34,21 +34,7 @@ from collections.abc import Sequence
 from twisted.internet.defer import Deferred, succeed
 
 from chat.stores.directory import Directory
-from chat.stores.interface import PAGE_BYTES, Listener, LogItem
-
-SHORT_PAGE = 8  # pages this short are sent whole: the live case, never worth measuring
-
-
-def within_bytes(items: Sequence[LogItem], max_bytes: int) -> Sequence[LogItem]:
-    """The first items whose JSON adds up to about ``max_bytes`` (at least one item)."""
-    if len(items) <= SHORT_PAGE:
-        return items
-    total = 0
-    for index, item in enumerate(items):
-        total += len(item.payload)
-        if total >= max_bytes:
-            return items[: index + 1]
-    return items
+from chat.stores.interface import PAGE_BYTES, Listener, LogItem, within_bytes
 
 
 class Ring:

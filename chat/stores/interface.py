@@ -66,6 +66,23 @@ class LogItem:
         return f"LogItem({self.seq}, {self.payload!r})"
 
 
+SHORT_PAGE: Final = 8  # runs this short are taken whole: the live case, never worth measuring
+
+
+def within_bytes(items: Sequence[LogItem], max_bytes: int, per_item: int = 0) -> Sequence[LogItem]:
+    """The first items whose JSON, plus ``per_item`` bytes each, adds up to about
+    ``max_bytes`` (at least one item). A store cuts its pages with it (``per_item`` 0); a feed
+    cuts what it frames to its write budget (``per_item``: a ``next`` frame's own bytes)."""
+    if len(items) <= SHORT_PAGE:
+        return items
+    total = 0
+    for index, item in enumerate(items):
+        total += len(item.payload) + per_item
+        if total >= max_bytes:
+            return items[: index + 1]
+    return items
+
+
 @attrs.frozen
 class Dedup:
     """Deduplicate an append by ``(sender, target log, client_id)`` within the store's window."""
